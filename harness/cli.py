@@ -1,0 +1,255 @@
+"""The ``llmbench`` command line (also ``python -m harness``).
+
+Subcommands:
+  decode   bf16 vs fp32 (or any precisions) decode benchmark; prints a comparison table
+  models   the model presets with parameter counts and weight bytes per precision
+  env      the environment records are stamped with
+
+Everything the user asked for is checked before any work starts; a mistake is
+one line on stderr and exit code 2, with nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+# Never reach for the hub: presets are built from local configs, checkpoints are local folders.
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+from workloads.errors import UserError  # noqa: E402
+
+DEFAULT_MODEL = {"cuda": "llama-3.2-1b", "cpu": "qwen2.5-0.5b"}
+EXIT_USAGE = 2
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from workloads.decode import ATTN_IMPLEMENTATIONS, CACHES
+
+    parser = argparse.ArgumentParser(
+        prog="llmbench",
+        description="Benchmark LLM workloads on this GPU (or CPU) and explain them against the hardware's limits.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser(
+        "decode",
+        help="decode benchmark (prefill + generation with a KV cache), one row per precision and point",
+        description=(
+            "Run Hugging Face generate() on a model preset with random weights (or a local checkpoint) "
+            "in each precision and print tokens/s, time to first token, time per output token and the "
+            "achieved memory bandwidth. Comma-separated lists sweep every combination. Records are "
+            "appended to OUT/records.jsonl."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d.add_argument("--model", default="auto",
+                   help="preset name (see `llmbench models`) or local model directory; "
+                        f"auto = {DEFAULT_MODEL['cuda']} on GPU, {DEFAULT_MODEL['cpu']} on CPU")
+    d.add_argument("--dtype", default="bf16,fp32",
+                   help="precisions to compare, first is the baseline: fp32, tf32, bf16, fp16")
+    d.add_argument("--batch-size", type=int_list, default=[1], metavar="N[,N...]", help="sequences per batch")
+    d.add_argument("--prompt-len", type=int_list, default=[128], metavar="N[,N...]", help="prompt tokens")
+    d.add_argument("--new-tokens", type=int_list, default=[64], metavar="N[,N...]", help="tokens to generate")
+    d.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    d.add_argument("--attn", default="sdpa", choices=ATTN_IMPLEMENTATIONS, help="attention implementation")
+    d.add_argument("--cache", default="dynamic", choices=CACHES, help="KV cache implementation")
+    d.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="stop generate() from compiling the step (it does with a static cache on GPU)")
+    g = d.add_argument_group("generation (greedy unless --do-sample or --num-beams)")
+    g.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    g.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens")
+    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling probability mass")
+    g.add_argument("--num-beams", type=int, default=1, help="beam search width")
+    g.add_argument("--repetition-penalty", type=float, default=1.0, help="penalty on repeated tokens")
+    m = d.add_argument_group("measurement")
+    m.add_argument("--repeats", type=positive_int, default=3, help="timed generations per point")
+    m.add_argument("--warmup", type=positive_int, default=1, help="untimed generations per point first")
+    m.add_argument("--seed", type=int, default=0, help="seed for weights and prompts")
+    m.add_argument("--out", type=Path, default=Path("results/runs"), help="folder for records.jsonl")
+    m.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+
+    mo = sub.add_parser("models", help="list model presets with parameter counts and bytes per precision")
+    mo.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+
+    e = sub.add_parser("env", help="print the environment records are stamped with")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    e.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def cmd_decode(args) -> int:
+    from harness.runner import DecodeJob, run_decode
+    from workloads.decode import DecodePoint, GenerationOptions, check_point
+    from workloads.precision import check_supported, parse_precision, resolve_device
+    from workloads.presets import resolve_model
+
+    device = resolve_device(args.device)
+    spec = resolve_model(DEFAULT_MODEL[device.type] if args.model == "auto" else args.model)
+    precisions = [parse_precision(name) for name in args.dtype.split(",") if name.strip()]
+    if not precisions:
+        raise UserError("--dtype needs at least one precision, e.g. bf16,fp32")
+    if len({p.name for p in precisions}) != len(precisions):
+        raise UserError(f"--dtype lists a precision twice: {args.dtype}")
+    for precision in precisions:
+        check_supported(precision, device)
+    points = [
+        DecodePoint(b, p, n) for b in args.batch_size for p in args.prompt_len for n in args.new_tokens
+    ]
+    for point in points:
+        check_point(spec, point)
+    options = GenerationOptions(
+        do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        num_beams=args.num_beams, repetition_penalty=args.repetition_penalty, cache=args.cache,
+        compile=args.compile,
+    )
+    options.validate(device)
+    if args.repeats < 1:
+        raise UserError("--repeats must be at least 1")
+    _check_writable(args.out)
+
+    job = DecodeJob(spec, precisions, device, points, args.attn, options, args.repeats, args.warmup, args.seed, args.out)
+    print(f"llmbench decode: {spec.name} on {device} ({_device_label(device)}), "
+          f"{', '.join(p.name for p in precisions)}, {len(points)} point(s)", file=sys.stderr)
+    records = run_decode(job, progress=args.progress)
+    print(decode_table(records))
+    print(f"\nrecords: {args.out / 'records.jsonl'}")
+    failed = [r for r in records if r["status"] != "ok"]
+    if failed:
+        print(f"{len(failed)} of {len(records)} point(s) did not complete; see the error field of their records",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output folder {out}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise UserError(f"output folder {out} is not writable")
+
+
+def _device_label(device) -> str:
+    from harness.envinfo import device_name
+
+    return device_name(device)
+
+
+def decode_table(records: list[dict]) -> str:
+    """One row per record; speedup is tokens/s against the first precision at the same point."""
+    from harness.tables import render
+
+    baseline: dict[tuple, float] = {}
+    rows = []
+    for r in records:
+        key = (r["model"], r["batch_size"], r["prompt_len"], r["new_tokens"])
+        m, d = r["metrics"], r["derived"]
+        rate = m.get("tokens_per_s")
+        if rate is not None:
+            baseline.setdefault(key, rate)
+        rows.append({
+            "model": r["model"], "dtype": r["dtype"], "batch": r["batch_size"], "prompt": r["prompt_len"],
+            "new": r["new_tokens"], "status": r["status"], "tok_s": rate, "ttft": m.get("ttft_ms"),
+            "tpot50": m.get("tpot_ms_p50"), "tpot90": m.get("tpot_ms_p90"), "gbps": d.get("achieved_gbps"),
+            "speedup": rate / baseline[key] if rate is not None else None,
+            "mem": m["peak_mem_bytes"] / 1e9 if "peak_mem_bytes" in m else None,
+        })
+    return render(rows, [
+        ("model", "model", ""), ("dtype", "dtype", ""), ("batch", "batch", "d"), ("prompt", "prompt", "d"),
+        ("new", "new", "d"), ("tok_s", "tok/s", ".2f"), ("speedup", "speedup", ".2f"),
+        ("ttft", "TTFT ms", ".1f"), ("tpot50", "TPOT p50 ms", ".2f"), ("tpot90", "TPOT p90 ms", ".2f"),
+        ("gbps", "GB/s", ".2f"), ("mem", "peak mem GB", ".2f"), ("status", "status", ""),
+    ])
+
+
+def cmd_models(args) -> int:
+    from harness.tables import render
+    from workloads.cost import model_shape
+    from workloads.presets import meta_model, preset_names, resolve_model
+
+    rows = []
+    for name in preset_names():
+        spec = resolve_model(name)
+        shape = model_shape(meta_model(spec))
+        rows.append({
+            "name": name, "family": spec.config.model_type, "params": shape.params,
+            "params_m": shape.params / 1e6, "fp32_gb": shape.params * 4 / 1e9, "bf16_gb": shape.params * 2 / 1e9,
+            "layers": shape.layers, "heads": shape.heads, "kv_heads": shape.kv_heads, "head_dim": shape.head_dim,
+            "hidden": spec.config.hidden_size, "vocab": spec.config.vocab_size, "max_positions": spec.max_positions,
+            "source": spec.source or "(test preset)",
+        })
+    if args.format == "json":
+        print(json.dumps(rows, indent=1))
+    elif args.format == "csv":
+        import pandas as pd
+
+        print(pd.DataFrame(rows).to_csv(index=False), end="")
+    else:
+        print(render(rows, [
+            ("name", "preset", ""), ("family", "family", ""), ("params_m", "params (M)", ".1f"),
+            ("fp32_gb", "fp32 GB", ".2f"), ("bf16_gb", "bf16/fp16 GB", ".2f"), ("layers", "layers", "d"),
+            ("hidden", "hidden", "d"), ("heads", "heads", "d"), ("kv_heads", "kv heads", "d"),
+            ("head_dim", "head dim", "d"), ("vocab", "vocab", "d"), ("max_positions", "max pos", "d"),
+            ("source", "config from", ""),
+        ]))
+    return 0
+
+
+def cmd_env(args) -> int:
+    from harness.envinfo import capture
+    from workloads.precision import resolve_device
+
+    env = capture(resolve_device(args.device))
+    if args.json:
+        print(json.dumps(env, indent=1))
+    else:
+        width = max(map(len, env))
+        for key, value in env.items():
+            print(f"{key.ljust(width)}  {'-' if value is None else value}")
+    return 0
+
+
+COMMANDS = {"decode": cmd_decode, "models": cmd_models, "env": cmd_env}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"llmbench {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"llmbench {args.command}: interrupted; records written so far are complete", file=sys.stderr)
+        return 130

@@ -1,0 +1,61 @@
+"""Timing of regions with per-step marks, and the spread statistics we report.
+
+On a GPU the marks are CUDA events, read only after the region ends, so marking
+a step never synchronises inside the timed region; the host clock is used only
+around a synchronisation. On the CPU, work is synchronous and the marks are
+``time.perf_counter_ns`` readings.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Milliseconds from the start mark to each step mark and to the end mark."""
+
+    ticks_ms: list[float]
+    end_ms: float
+
+
+class StepClock:
+    """``start()``, then ``tick()`` once per step, then ``stop()`` for the timeline."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self._marks: list = []
+
+    def _mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter_ns()
+
+    def start(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)  # earlier queued work must not count
+        self._marks = [self._mark()]
+
+    def tick(self) -> None:
+        self._marks.append(self._mark())
+
+    def stop(self) -> Timeline:
+        end = self._mark()
+        first, ticks = self._marks[0], self._marks[1:]
+        if self.cuda:
+            end.synchronize()
+            return Timeline([first.elapsed_time(e) for e in ticks], first.elapsed_time(end))
+        return Timeline([(t - first) / 1e6 for t in ticks], (end - first) / 1e6)
+
+
+def spread(values, prefix: str) -> dict[str, float]:
+    """p10/p50/p90 of ``values`` as ``{prefix}_p10`` ... (linear interpolation)."""
+    p10, p50, p90 = np.percentile(np.asarray(values, dtype=float), [10, 50, 90])
+    return {f"{prefix}_p10": float(p10), f"{prefix}_p50": float(p50), f"{prefix}_p90": float(p90)}

@@ -1,0 +1,6 @@
+"""Triton kernels with PyTorch references beside them.
+
+Imports only torch and triton: never transformers, workloads or harness.
+Note: Hugging Face's kernel-hub package is also imported as ``kernels``; the two
+cannot be installed in one environment (see the README's troubleshooting).
+"""

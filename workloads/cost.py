@@ -1,0 +1,144 @@
+"""Cost models: bytes moved and FLOPs done by a workload, from first principles.
+
+The numbers come from the architecture alone (parameter shapes and the config),
+never from a measurement, so a report can divide them by measured times.
+
+Counting rules for one decoder forward over ``T`` new tokens, batch ``B``:
+
+* **Weights read**: every parameter once, except embedding tables that are only
+  gathered: those cost one row per token. A token embedding tied to the LM head
+  is read in full (as the LM head) plus its gathered rows.
+* **KV cache**: each layer stores K and V, ``2 * kv_heads * head_dim`` elements
+  per token. A decode step writes its own token's K and V and attention then
+  reads every cached position including that one (``L + 1`` for ``L`` cached),
+  capped at the sliding window where the model has one. Only useful bytes are
+  counted: an implementation that scans a padded static buffer does more.
+* **FLOPs**: ``2`` per multiply-add of every matrix parameter per token (the LM
+  head only for tokens whose logits are computed: the last one in prefill, as
+  ``generate()`` does), plus attention scores and weighted values,
+  ``4 * heads * head_dim`` per (query, key) pair. Norms, activations, softmax
+  and embedding gathers are ignored (well under 1% at these sizes).
+
+Decimal units are applied later; everything here is plain bytes and FLOPs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the cost model needs to know about an architecture."""
+
+    params: int  # all parameters, a tied table counted once
+    matmul_params: int  # weights multiplied per token, LM head included
+    lm_head_params: int
+    gathered_params: int  # embedding tables only gathered from (not tied to the LM head)
+    gathered_per_token: int  # elements gathered per token (token + position rows)
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    sliding_window: int | None = None
+
+    @property
+    def kv_elements_per_token(self) -> int:
+        """K and V elements one token adds to the cache, all layers."""
+        return 2 * self.layers * self.kv_heads * self.head_dim
+
+    def weights_read(self, tokens: int) -> int:
+        """Parameter elements read by one forward over ``tokens`` tokens (all sequences)."""
+        return self.params - self.gathered_params + tokens * self.gathered_per_token
+
+    def attended(self, positions: int) -> int:
+        """Key positions one query at ``positions`` visible positions attends to."""
+        return min(positions, self.sliding_window) if self.sliding_window else positions
+
+
+def model_shape(model: nn.Module) -> ModelShape:
+    """Read the shape off a built model (any device, ``meta`` included)."""
+    config = model.config
+    output = model.get_output_embeddings()
+    lm_head = output.weight if output is not None else None
+    params = {id(p): p for p in model.parameters()}
+    total = sum(p.numel() for p in params.values())
+    embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    gathered = sum(m.weight.numel() for m in embeddings if m.weight is not lm_head)
+    per_token = sum(m.embedding_dim for m in embeddings)
+    embedding_ids = {id(m.weight) for m in embeddings}
+    matmul = sum(p.numel() for p in params.values() if p.ndim == 2 and id(p) not in embedding_ids)
+    lm_head_params = lm_head.numel() if lm_head is not None else 0
+    if lm_head is not None and id(lm_head) in embedding_ids:
+        matmul += lm_head_params  # tied: the embedding table doubles as the LM head matrix
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
+    return ModelShape(
+        params=total,
+        matmul_params=matmul,
+        lm_head_params=lm_head_params,
+        gathered_params=gathered,
+        gathered_per_token=per_token,
+        layers=config.num_hidden_layers,
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        sliding_window=window or None,
+    )
+
+
+@dataclass(frozen=True)
+class StepCost:
+    weight_bytes: int
+    kv_read_bytes: int
+    kv_write_bytes: int
+    flops: int
+
+    @property
+    def bytes(self) -> int:
+        return self.weight_bytes + self.kv_read_bytes + self.kv_write_bytes
+
+
+def decode_step(shape: ModelShape, batch: int, cached: int, elem_bytes: int) -> StepCost:
+    """One decode step: ``batch`` sequences, each with ``cached`` tokens already in the cache."""
+    attended = shape.attended(cached + 1)
+    kv_bytes = shape.kv_elements_per_token * elem_bytes
+    attn_flops = 4 * shape.layers * shape.heads * shape.head_dim * attended
+    return StepCost(
+        weight_bytes=shape.weights_read(batch) * elem_bytes,
+        kv_read_bytes=batch * attended * kv_bytes,
+        kv_write_bytes=batch * kv_bytes,
+        flops=batch * (2 * shape.matmul_params + attn_flops),
+    )
+
+
+def prefill(shape: ModelShape, batch: int, prompt_len: int, elem_bytes: int) -> StepCost:
+    """The prompt forward: causal attention, LM head for the last token only."""
+    pairs = sum(shape.attended(i) for i in range(1, prompt_len + 1))
+    body = shape.matmul_params - shape.lm_head_params
+    flops = batch * (
+        2 * body * prompt_len + 2 * shape.lm_head_params + 4 * shape.layers * shape.heads * shape.head_dim * pairs
+    )
+    kv_bytes = shape.kv_elements_per_token * elem_bytes
+    return StepCost(
+        weight_bytes=shape.weights_read(batch * prompt_len) * elem_bytes,
+        kv_read_bytes=0,  # nothing is cached before the prompt; its K and V are fresh activations
+        kv_write_bytes=batch * prompt_len * kv_bytes,
+        flops=flops,
+    )
+
+
+def decode_run(shape: ModelShape, batch: int, prompt_len: int, new_tokens: int, elem_bytes: int) -> StepCost:
+    """All decode steps of one generation, summed: the first new token comes from
+    prefill, then step ``k`` (1..new_tokens-1) runs with ``prompt_len + k - 1`` cached."""
+    steps = [decode_step(shape, batch, prompt_len + k - 1, elem_bytes) for k in range(1, new_tokens)]
+    return StepCost(
+        weight_bytes=sum(s.weight_bytes for s in steps),
+        kv_read_bytes=sum(s.kv_read_bytes for s in steps),
+        kv_write_bytes=sum(s.kv_write_bytes for s in steps),
+        flops=sum(s.flops for s in steps),
+    )

@@ -1,0 +1,199 @@
+"""The decode workload: prefill plus token-by-token generation with a KV cache.
+
+This is the Hugging Face ``generate()`` path (engine ``hf``): the model runs as a
+user would run it, with the generation options users tune passed through. The
+timed region is one ``generate()`` call; a stopping criterion, which
+``generate()`` calls once after every new token, marks each token on the
+caller's clock, so prefill (time to first token) and every decode step are timed
+separately without adding a host synchronisation.
+
+Prompts are fresh random token ids for every call (never the same buffer twice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.configuration_utils import ALL_CACHE_IMPLEMENTATIONS, STATIC_CACHE_IMPLEMENTATIONS
+
+from workloads import cost
+from workloads.errors import UserError
+from workloads.precision import Precision, matmul_mode
+from workloads.presets import ModelSpec, build_model
+
+# Cache layouts we time; a subset of what transformers offers ("quantized" needs extra packages).
+CACHES = tuple(c for c in ("dynamic", "static", "offloaded", "offloaded_static") if c in ALL_CACHE_IMPLEMENTATIONS)
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+class Clock(Protocol):
+    def start(self) -> None: ...
+    def tick(self) -> None: ...
+    def stop(self): ...
+
+
+@dataclass(frozen=True)
+class DecodePoint:
+    batch_size: int
+    prompt_len: int
+    new_tokens: int
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """What users tune in ``generate()``; greedy with a dynamic cache by default."""
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    num_beams: int = 1
+    repetition_penalty: float = 1.0
+    cache: str = "dynamic"
+    compile: bool = True  # let generate() compile the step when it can (static cache on GPU)
+
+    def validate(self, device: torch.device) -> None:
+        if self.cache not in CACHES:
+            raise UserError(f"unknown cache {self.cache!r}; choose from {', '.join(CACHES)}")
+        if self.cache.startswith("offloaded") and device.type != "cuda":
+            raise UserError(f"cache {self.cache!r} offloads GPU memory to the host; it needs --device cuda")
+        if self.num_beams < 1:
+            raise UserError(f"--num-beams must be at least 1, got {self.num_beams}")
+        if self.temperature <= 0:
+            raise UserError(f"--temperature must be positive, got {self.temperature}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise UserError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            raise UserError(f"--repetition-penalty must be positive, got {self.repetition_penalty}")
+
+    def compiled(self, device: torch.device) -> bool:
+        """Whether generate() compiles the forward (its own rule: a static cache on a GPU)."""
+        return self.compile and device.type == "cuda" and self.cache in STATIC_CACHE_IMPLEMENTATIONS
+
+    def record_fields(self, device: torch.device) -> dict:
+        return {**asdict(self), "compile": self.compiled(device)}
+
+
+def check_point(spec: ModelSpec, point: DecodePoint) -> None:
+    for field in ("batch_size", "prompt_len"):
+        if getattr(point, field) < 1:
+            raise UserError(f"--{field.replace('_', '-')} must be at least 1, got {getattr(point, field)}")
+    if point.new_tokens < 2:
+        raise UserError(f"--new-tokens must be at least 2 (one prefill token and one decode step), got {point.new_tokens}")
+    total = point.prompt_len + point.new_tokens
+    if total > spec.max_positions:
+        raise UserError(
+            f"prompt {point.prompt_len} + new tokens {point.new_tokens} = {total} exceeds {spec.name}'s "
+            f"{spec.max_positions} positions"
+        )
+
+
+class _MarkEachToken(StoppingCriteria):
+    """Called by generate() after every new token: mark it on the clock, never stop."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self.never = None
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.clock.tick()
+        if self.never is None or self.never.shape[0] != input_ids.shape[0]:
+            self.never = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return self.never
+
+
+class DecodeWorkload:
+    """One model in one precision on one device; runs any number of decode points."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        precision: Precision,
+        device: torch.device,
+        attn: str = "sdpa",
+        options: GenerationOptions = GenerationOptions(),
+        seed: int = 0,
+    ):
+        self.spec, self.precision, self.device = spec, precision, device
+        self.attn, self.options, self.seed = attn, options, seed
+        self.model = None
+        self.shape = None
+
+    def setup(self) -> None:
+        self.model = build_model(self.spec, self.precision.dtype, self.device, self.attn, self.seed)
+        self.shape = cost.model_shape(self.model)
+
+    def teardown(self) -> None:
+        self.model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def prompt(self, point: DecodePoint, index: int) -> torch.Tensor:
+        """Random token ids for call ``index``: different for every call, same across precisions."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        vocab = self.model.config.vocab_size
+        ids = torch.randint(0, vocab, (point.batch_size, point.prompt_len), generator=generator)
+        return ids.to(self.device)
+
+    def generation_config(self, point: DecodePoint) -> GenerationConfig:
+        opts = self.options
+        sampling = {"temperature": opts.temperature, "top_k": opts.top_k, "top_p": opts.top_p} if opts.do_sample else {}
+        return GenerationConfig(
+            max_new_tokens=point.new_tokens,
+            do_sample=opts.do_sample,
+            num_beams=opts.num_beams,
+            repetition_penalty=opts.repetition_penalty,
+            cache_implementation=opts.cache,
+            disable_compile=not opts.compile,
+            eos_token_id=None,  # random weights: never stop early, every run makes exactly new_tokens
+            pad_token_id=0,
+            **sampling,
+        )
+
+    def run(self, point: DecodePoint, prompt: torch.Tensor, clock: Clock):
+        """The timed region: one generate() call. Returns the clock's timeline."""
+        config = self.generation_config(point)
+        mark = _MarkEachToken(clock)
+        with torch.inference_mode(), matmul_mode(self.precision):
+            clock.start()
+            out = self.model.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                generation_config=config,
+                stopping_criteria=StoppingCriteriaList([mark]),
+            )
+            timeline = clock.stop()
+        made = out.shape[1] - point.prompt_len
+        if made != point.new_tokens or len(timeline.ticks_ms) != point.new_tokens:
+            raise RuntimeError(
+                f"generate() made {made} tokens in {len(timeline.ticks_ms)} steps, expected {point.new_tokens}; "
+                "refusing to report a timing for the wrong amount of work"
+            )
+        return timeline
+
+    def cost(self, point: DecodePoint) -> dict:
+        """Bytes and FLOPs of the decode steps (mean per step) and of the prefill."""
+        sequences = point.batch_size * self.options.num_beams
+        elem = self.precision.bytes_per_element
+        run = cost.decode_run(self.shape, sequences, point.prompt_len, point.new_tokens, elem)
+        pre = cost.prefill(self.shape, sequences, point.prompt_len, elem)
+        steps = point.new_tokens - 1
+        return {
+            "bytes_per_step": run.bytes / steps,
+            "flops_per_step": run.flops / steps,
+            "weight_bytes_per_step": run.weight_bytes / steps,
+            "kv_read_bytes_per_step": run.kv_read_bytes / steps,
+            "kv_write_bytes_per_step": run.kv_write_bytes / steps,
+            "decode_steps": steps,
+            "decode_bytes": run.bytes,
+            "decode_flops": run.flops,
+            "prefill_bytes": pre.bytes,
+            "prefill_flops": pre.flops,
+            "params": self.shape.params,
+            "kv_bytes_per_token": self.shape.kv_elements_per_token * elem,
+        }

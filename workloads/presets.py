@@ -1,0 +1,138 @@
+"""Model presets: real architectures stored as config data, built with random weights.
+
+Each ``presets/<name>.json`` holds the public Hugging Face config numbers of one
+architecture (plus where they come from). Building one never downloads anything:
+the config becomes a model via ``from_config`` and its weights are drawn at
+random. A local model directory (an offline copy of a real checkpoint) works in
+place of a preset name; it must hold ``config.json`` and safetensors weights, and
+code from the hub is never run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+from transformers.initialization import no_init_weights
+
+from workloads.errors import UserError
+
+PRESET_DIR = Path(__file__).with_name("presets")
+INIT_STD = 0.02  # the initializer_range every preset's family uses
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to build: a preset name (random weights) or a local checkpoint path."""
+
+    name: str  # preset name, or the directory name of a local checkpoint
+    config: PretrainedConfig
+    path: Path | None = None  # set for a local checkpoint
+    source: str | None = None  # public repo the preset's numbers come from
+    description: str = ""
+
+    @property
+    def random_weights(self) -> bool:
+        return self.path is None
+
+    @property
+    def max_positions(self) -> int:
+        return int(self.config.max_position_embeddings)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+@cache
+def _read_preset(name: str) -> dict:
+    return json.loads((PRESET_DIR / f"{name}.json").read_text())
+
+
+def _looks_like_path(model: str) -> bool:
+    return os.sep in model or model.startswith((".", "~")) or Path(model).exists()
+
+
+def resolve_model(model: str) -> ModelSpec:
+    """Turn ``--model`` (preset name or local directory) into a spec, or explain why not."""
+    if _looks_like_path(model):
+        return _local_spec(Path(model).expanduser())
+    if model not in preset_names():
+        close = difflib.get_close_matches(model, preset_names(), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UserError(
+            f"unknown model preset {model!r}.{hint} Run `llmbench models` for the list, "
+            "or pass a path to a local model directory."
+        )
+    data = _read_preset(model)
+    fields = dict(data["config"])
+    config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+    return ModelSpec(model, config, source=data.get("source"), description=data.get("description", ""))
+
+
+def _local_spec(path: Path) -> ModelSpec:
+    if not path.exists():
+        raise UserError(f"model path {path} does not exist")
+    if not path.is_dir():
+        raise UserError(f"model path {path} is not a directory; pass the folder holding config.json")
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path} has no config.json; is it a Hugging Face model directory?")
+    if not any(path.glob("*.safetensors")):
+        others = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
+        found = f" (found {', '.join(others[:3])})" if others else ""
+        raise UserError(
+            f"{path} has no *.safetensors weights{found}; llmbench loads safetensors only. "
+            "Convert with `model.save_pretrained(dir, safe_serialization=True)`."
+        )
+    raw = json.loads((path / "config.json").read_text())
+    if "auto_map" in raw:
+        raise UserError(f"{path} needs custom code from the hub (auto_map in config.json); llmbench never runs remote code")
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    except (ValueError, KeyError, OSError) as exc:
+        raise UserError(f"cannot read {path / 'config.json'}: {exc}") from None
+    return ModelSpec(path.resolve().name, config, path=path.resolve())
+
+
+def build_model(spec: ModelSpec, dtype: torch.dtype, device: torch.device, attn: str, seed: int = 0):
+    """The model in eval mode on ``device``: random weights for a preset, the checkpoint's for a path.
+
+    Random weights are drawn on the device itself in the target dtype (normal with
+    the families' 0.02 std for matrices, ones for norm scales, zeros for biases),
+    which is much faster than transformers' per-module init and never needs an
+    fp32 copy of a large model.
+    """
+    if spec.path is not None:
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.path,
+            dtype=dtype,
+            attn_implementation=attn,
+            use_safetensors=True,
+            local_files_only=True,
+            trust_remote_code=False,
+        )
+        return model.to(device).eval()
+    torch.manual_seed(seed)
+    with torch.device(device), no_init_weights():
+        model = AutoModelForCausalLM.from_config(spec.config, dtype=dtype, attn_implementation=attn)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim >= 2:
+                param.normal_(0.0, INIT_STD)
+            elif name.endswith("bias"):
+                param.zero_()
+            else:
+                param.fill_(1.0)
+    return model.eval()
+
+
+def meta_model(spec: ModelSpec):
+    """The architecture with no storage: for parameter counts and cost models."""
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(spec.config)

@@ -164,29 +164,33 @@ def _device_label(device) -> str:
 
 
 def decode_table(records: list[dict]) -> str:
-    """One row per record; speedup is tokens/s against the first precision at the same point."""
+    """One row per record, grouped by point; speedup is tokens/s against the first
+    precision that completed at the same point."""
     from harness.tables import render
 
+    keys = [(r["model"], r["batch_size"], r["prompt_len"], r["new_tokens"]) for r in records]
     baseline: dict[tuple, float] = {}
+    for key, r in zip(keys, records):
+        if r["metrics"].get("tokens_per_s") is not None:
+            baseline.setdefault(key, r["metrics"]["tokens_per_s"])
+    point_order = list(dict.fromkeys(keys))
     rows = []
-    for r in records:
-        key = (r["model"], r["batch_size"], r["prompt_len"], r["new_tokens"])
-        m, d = r["metrics"], r["derived"]
+    for key, r in sorted(zip(keys, records), key=lambda pair: point_order.index(pair[0])):
+        m, d, c = r["metrics"], r["derived"], r["cost"]
         rate = m.get("tokens_per_s")
-        if rate is not None:
-            baseline.setdefault(key, rate)
         rows.append({
             "model": r["model"], "dtype": r["dtype"], "batch": r["batch_size"], "prompt": r["prompt_len"],
             "new": r["new_tokens"], "status": r["status"], "tok_s": rate, "ttft": m.get("ttft_ms"),
             "tpot50": m.get("tpot_ms_p50"), "tpot90": m.get("tpot_ms_p90"), "gbps": d.get("achieved_gbps"),
             "speedup": rate / baseline[key] if rate is not None else None,
             "mem": m["peak_mem_bytes"] / 1e9 if "peak_mem_bytes" in m else None,
+            "mb_step": c["bytes_per_step"] / 1e6 if "bytes_per_step" in c else None,
         })
     return render(rows, [
         ("model", "model", ""), ("dtype", "dtype", ""), ("batch", "batch", "d"), ("prompt", "prompt", "d"),
         ("new", "new", "d"), ("tok_s", "tok/s", ".2f"), ("speedup", "speedup", ".2f"),
         ("ttft", "TTFT ms", ".1f"), ("tpot50", "TPOT p50 ms", ".2f"), ("tpot90", "TPOT p90 ms", ".2f"),
-        ("gbps", "GB/s", ".2f"), ("mem", "peak mem GB", ".2f"), ("status", "status", ""),
+        ("mb_step", "MB/step", ".1f"), ("gbps", "GB/s", ".2f"), ("mem", "peak mem GB", ".2f"), ("status", "status", ""),
     ])
 
 

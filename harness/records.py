@@ -92,6 +92,8 @@ def append_record(path: str | Path, record: dict) -> None:
         finally:
             if written != len(line):
                 os.ftruncate(fd, start)
+        if written != len(line):
+            raise OSError(f"short write to {path} ({written} of {len(line)} bytes); the record was not kept")
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -112,7 +112,7 @@ def run_decode(job: DecodeJob, progress: bool = True) -> list[dict]:
     path = job.out / RECORDS_FILE
     records = []
     total = len(job.precisions) * len(job.points) * (job.warmup + job.repeats)
-    with tqdm(total=total, desc="decode", unit="gen", file=sys.stderr, disable=not progress, leave=False) as bar:
+    with tqdm(total=total, desc="decode", unit="gen", file=sys.stderr, disable=None if progress else True, leave=False) as bar:
         for precision in job.precisions:
             workload = DecodeWorkload(job.spec, precision, job.device, job.attn, job.options, job.seed)
             bar.set_description(f"{precision.name}: building {job.spec.name}")

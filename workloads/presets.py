@@ -121,6 +121,7 @@ def build_model(spec: ModelSpec, dtype: torch.dtype, device: torch.device, attn:
     torch.manual_seed(seed)
     with torch.device(device), no_init_weights():
         model = AutoModelForCausalLM.from_config(spec.config, dtype=dtype, attn_implementation=attn)
+    model.tie_weights()  # skipped along with the init; tied presets must share their LM head
     with torch.no_grad():
         for name, param in model.named_parameters():
             if param.ndim >= 2:

@@ -1,0 +1,107 @@
+"""Presets carry the public architectures; local checkpoints load offline, safetensors only."""
+
+import json
+
+import pytest
+import torch
+
+from workloads.errors import UserError
+from workloads.presets import build_model, meta_model, preset_names, resolve_model
+
+# Parameter counts published with each checkpoint (embeddings counted once when tied).
+PUBLIC_PARAMS = {
+    "gpt2": 124_439_808,
+    "opt-125m": 125_239_296,
+    "opt-1.3b": 1_315_758_080,
+    "llama-3.2-1b": 1_235_814_400,
+    "llama-3.2-3b": 3_212_749_824,
+    "llama-3.1-8b": 8_030_261_248,
+    "qwen2.5-0.5b": 494_032_768,
+    "qwen2.5-1.5b": 1_543_714_304,
+    "qwen2.5-7b": 7_615_616_512,
+    "mistral-7b": 7_248_023_552,
+}
+
+
+def n_params(name):
+    return sum(p.numel() for p in meta_model(resolve_model(name)).parameters())
+
+
+def test_required_presets_exist():
+    required = {"gpt2", "opt-125m", "opt-1.3b", "llama-3.2-1b", "llama-3.1-8b", "qwen2.5-0.5b", "mistral-7b"}
+    assert required <= set(preset_names())
+    assert {"tiny-llama", "tiny-opt", "tiny-gpt2"} <= set(preset_names())
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC_PARAMS))
+def test_parameter_count_matches_public_checkpoint(name):
+    assert n_params(name) == PUBLIC_PARAMS[name]
+
+
+def test_headline_sizes_within_one_percent():
+    assert n_params("llama-3.2-1b") == pytest.approx(1.24e9, rel=0.01)
+    assert n_params("opt-1.3b") == pytest.approx(1.3e9, rel=0.02)
+    assert n_params("opt-1.3b") == pytest.approx(1.316e9, rel=0.01)
+
+
+def test_unknown_preset_suggests_close_names():
+    with pytest.raises(UserError, match="llama-3.2-1b"):
+        resolve_model("llama-3.2-1")
+
+
+def test_random_build_ties_and_initialises():
+    spec = resolve_model("tiny-llama")
+    a = build_model(spec, torch.float32, torch.device("cpu"), "sdpa", seed=3)
+    b = build_model(spec, torch.float32, torch.device("cpu"), "sdpa", seed=3)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(pa, pb), name
+    q = a.model.layers[0].self_attn.q_proj.weight
+    assert 0.015 < q.std().item() < 0.025
+    assert torch.all(a.model.norm.weight == 1)
+    assert not a.training
+    tied = build_model(resolve_model("tiny-opt"), torch.bfloat16, torch.device("cpu"), "eager")
+    assert tied.lm_head.weight is tied.model.decoder.embed_tokens.weight
+    assert tied.lm_head.weight.dtype == torch.bfloat16
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    model = build_model(resolve_model("tiny-llama"), torch.float32, torch.device("cpu"), "sdpa")
+    model.save_pretrained(tmp_path / "tiny", safe_serialization=True)
+    return tmp_path / "tiny", model
+
+
+def test_local_checkpoint_loads_its_own_weights(checkpoint):
+    path, original = checkpoint
+    spec = resolve_model(str(path))
+    assert spec.name == "tiny" and spec.path == path.resolve() and not spec.random_weights
+    loaded = build_model(spec, torch.float32, torch.device("cpu"), "sdpa")
+    for (name, a), b in zip(original.named_parameters(), loaded.parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_path_without_safetensors_is_refused(checkpoint):
+    path, _ = checkpoint
+    for f in path.glob("*.safetensors"):
+        f.rename(f.with_suffix(".bin"))
+    with pytest.raises(UserError, match="no \\*.safetensors"):
+        resolve_model(str(path))
+
+
+def test_remote_code_is_refused(checkpoint):
+    path, _ = checkpoint
+    config = json.loads((path / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_x.X"}
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="remote code"):
+        resolve_model(str(path))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "missing", "does not exist"),
+    (lambda p: (p / "file.txt").write_text("x") and p / "file.txt", "not a directory"),
+    (lambda p: (p / "empty").mkdir() or p / "empty", "no config.json"),
+])
+def test_bad_paths(tmp_path, make, message):
+    with pytest.raises(UserError, match=message):
+        resolve_model(str(make(tmp_path)))

@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-## bf16 vs fp32 decode benchmark on the local GPU, else the CPU
+## bf16 vs fp32 decode benchmark on the local GPU, else the CPU, then its roofline report
 bench: $(STAMP)
-	$(BIN)/llmbench decode --dtype bf16,fp32
+	$(BIN)/llmbench decode --dtype bf16,fp32 --out results/runs
+	$(BIN)/llmbench report results/runs --out results/runs/report
 
 ## the test suite (CPU only; GPU tests skip without CUDA)
 test: $(STAMP)

@@ -2,6 +2,8 @@
 
 Subcommands:
   decode   bf16 vs fp32 (or any precisions) decode benchmark; prints a comparison table
+  peak     measure the device's ceilings (copy/triad bandwidth, matmul rate per precision)
+  report   roofline report (Markdown, HTML, plots) from the records of one or more runs
   models   the model presets with parameter counts and weight bytes per precision
   env      the environment records are stamped with
 
@@ -95,6 +97,27 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", type=Path, default=Path("results/runs"), help="folder for records.jsonl")
     m.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
 
+    pk = sub.add_parser(
+        "peak", help="measure this device's ceilings: copy/triad bandwidth and matmul rate per precision",
+        description="STREAM-style copy and triad bandwidth (bytes read + written) and dense square matmul "
+                    "TFLOP/s per precision, stored as records next to the benchmarks they explain.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    pk.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    pk.add_argument("--dtype", default="all", help="matmul precisions; all = every one this device supports")
+    pk.add_argument("--buffer-mb", type=positive_int, default=None,
+                    help="MiB per bandwidth buffer (default 1024 on GPU, 256 on CPU)")
+    pk.add_argument("--matmul-n", type=positive_int, default=None, help="matmul side (default 8192 GPU, 1024 CPU)")
+    pk.add_argument("--out", type=Path, default=Path("results/runs"), help="folder for records.jsonl")
+
+    rp = sub.add_parser(
+        "report", help="roofline report (Markdown, HTML, PNG/SVG plots) from records",
+        description="Read every record under the given folders (several machines and runs may be mixed), group "
+                    "by device and precision, and write report.md, a self-contained report.html and plots.",
+    )
+    rp.add_argument("inputs", nargs="+", type=Path, metavar="RESULTS_DIR", help="folders or records files")
+    rp.add_argument("--out", type=Path, default=None, help="report folder (default: FIRST_INPUT/report)")
+
     mo = sub.add_parser("models", help="list model presets with parameter counts and bytes per precision")
     mo.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
 
@@ -105,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_decode(args) -> int:
+    from harness.envinfo import capture, device_name
+    from harness.records import new_run_id
     from harness.runner import DecodeJob, run_decode
     from workloads.decode import DecodePoint, GenerationOptions, check_point
     from workloads.precision import check_supported, parse_precision, resolve_device
@@ -134,10 +159,13 @@ def cmd_decode(args) -> int:
         raise UserError("--repeats must be at least 1")
     _check_writable(args.out)
 
-    job = DecodeJob(spec, precisions, device, points, args.attn, options, args.repeats, args.warmup, args.seed, args.out)
-    print(f"llmbench decode: {spec.name} on {device} ({_device_label(device)}), "
+    print(f"llmbench decode: {spec.name} on {device} ({device_name(device)}), "
           f"{', '.join(p.name for p in precisions)}, {len(points)} point(s)", file=sys.stderr)
-    records = run_decode(job, progress=args.progress)
+    run_id, env = new_run_id(), capture(device)
+    ceilings = stored_or_measured_ceilings(args.out, device, precisions, run_id, env)
+    job = DecodeJob(spec, precisions, device, points, args.attn, options, args.repeats, args.warmup, args.seed,
+                    args.out, ceilings)
+    records = run_decode(job, run_id, env, progress=args.progress)
     print(decode_table(records))
     print(f"\nrecords: {args.out / 'records.jsonl'}")
     failed = [r for r in records if r["status"] != "ok"]
@@ -157,10 +185,21 @@ def _check_writable(out: Path) -> None:
         raise UserError(f"output folder {out} is not writable")
 
 
-def _device_label(device) -> str:
-    from harness.envinfo import device_name
+def stored_or_measured_ceilings(out: Path, device, precisions, run_id: str, env: dict):
+    """This device's ceilings from the records in ``out``; what is missing is measured now and stored."""
+    from harness import ceilings
+    from harness.records import RECORDS_FILE, append_record, read_records
 
-    return device_name(device)
+    key = ceilings.device_key({"env": env})
+    known = ceilings.from_records(read_records([out]) if out.exists() else []).get(key)
+    missing = [p for p in precisions if not known or p.name not in known.matmul_tflops]
+    if known and known.copy_gbps and not missing:
+        return known
+    print("measuring this device's ceilings first (llmbench peak stores them for next time)", file=sys.stderr)
+    measured = ceilings.measure(device, missing, run_id, env)
+    for record in measured:
+        append_record(out / RECORDS_FILE, record)
+    return ceilings.from_records(read_records([out])).get(key)
 
 
 def decode_table(records: list[dict]) -> str:
@@ -192,6 +231,62 @@ def decode_table(records: list[dict]) -> str:
         ("ttft", "TTFT ms", ".1f"), ("tpot50", "TPOT p50 ms", ".2f"), ("tpot90", "TPOT p90 ms", ".2f"),
         ("mb_step", "MB/step", ".1f"), ("gbps", "GB/s", ".2f"), ("mem", "peak mem GB", ".2f"), ("status", "status", ""),
     ])
+
+
+def cmd_peak(args) -> int:
+    from harness import ceilings
+    from harness.envinfo import capture
+    from harness.records import RECORDS_FILE, append_record, new_run_id
+    from harness.tables import render
+    from workloads.precision import PRECISIONS, check_supported, parse_precision, resolve_device
+
+    device = resolve_device(args.device)
+    if args.dtype == "all":
+        precisions = []
+        for precision in PRECISIONS.values():
+            try:
+                check_supported(precision, device)
+                precisions.append(precision)
+            except UserError:
+                pass
+    else:
+        precisions = [parse_precision(name) for name in args.dtype.split(",") if name.strip()]
+        for precision in precisions:
+            check_supported(precision, device)
+    if args.buffer_mb == 0 or args.matmul_n == 0:
+        raise UserError("--buffer-mb and --matmul-n must be positive")
+    _check_writable(args.out)
+    env = capture(device)
+    records = ceilings.measure(device, precisions, new_run_id(), env,
+                               args.buffer_mb << 20 if args.buffer_mb else None, args.matmul_n)
+    for record in records:
+        append_record(args.out / RECORDS_FILE, record)
+    spec = ceilings.spec_for(env["device_name"])
+    rows = []
+    for r in records:
+        bandwidth = r["workload"] != "matmul"
+        value = r["derived"]["achieved_gbps" if bandwidth else "achieved_tflops"]
+        peak = (spec.mem_gbps if bandwidth else spec.tflops.get(r["dtype"])) if spec else None
+        rows.append({"what": r["workload"], "dtype": r["dtype"], "value": value,
+                     "unit": "GB/s" if bandwidth else "TFLOP/s", "spec": peak,
+                     "pct": 100 * value / peak if peak else None, "ms": r["metrics"]["time_ms"]})
+    print(f"{env['device_name']}" + (f" (spec: {spec.name})" if spec else " (no spec entry: measured values only)"))
+    print(render(rows, [("what", "benchmark", ""), ("dtype", "dtype", ""), ("value", "measured", ".4g"),
+                        ("unit", "unit", ""), ("spec", "spec", ".1f"), ("pct", "% of spec", ".1f"),
+                        ("ms", "median ms", ".3f")]))
+    print(f"\nrecords: {args.out / RECORDS_FILE}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from harness.report import build
+
+    first = args.inputs[0]
+    out = args.out or ((first if first.is_dir() else first.parent) / "report")
+    _check_writable(out)
+    md, html = build(args.inputs, out)
+    print(f"report: {html}\n        {md}")
+    return 0
 
 
 def cmd_models(args) -> int:
@@ -241,7 +336,7 @@ def cmd_env(args) -> int:
     return 0
 
 
-COMMANDS = {"decode": cmd_decode, "models": cmd_models, "env": cmd_env}
+COMMANDS = {"decode": cmd_decode, "peak": cmd_peak, "report": cmd_report, "models": cmd_models, "env": cmd_env}
 
 
 def main(argv: list[str] | None = None) -> int:

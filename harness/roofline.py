@@ -23,3 +23,41 @@ def derive_decode(metrics: dict, cost: dict) -> dict:
         "prefill_tflops": cost["prefill_flops"] / prefill_s / 1e12,
         "prefill_arithmetic_intensity": cost["prefill_flops"] / cost["prefill_bytes"],
     }
+
+
+def utilization(gbps: float, tflops: float, intensity: float, dtype: str, ceilings) -> dict:
+    """MBU and MFU against the measured ceilings (and against spec when known), and
+    the bound: memory when the arithmetic intensity is below the measured ridge
+    point (matmul FLOP/s over copy B/s), compute above it."""
+    out = {}
+    bandwidth = ceilings.copy_gbps if ceilings else None
+    rate = ceilings.matmul_tflops.get(dtype) if ceilings else None
+    if bandwidth:
+        out.update(peak_gbps=bandwidth, mbu=gbps / bandwidth)
+    if rate:
+        out.update(peak_tflops=rate, mfu=tflops / rate)
+    if bandwidth and rate:
+        ridge = rate * 1e12 / (bandwidth * 1e9)
+        out.update(ridge_flop_per_byte=ridge, bound="memory" if intensity < ridge else "compute")
+    spec = ceilings.spec if ceilings else None
+    if spec:
+        out.update(spec_gbps=spec.mem_gbps, mbu_spec=gbps / spec.mem_gbps)
+        if dtype in spec.tflops:
+            out.update(spec_tflops=spec.tflops[dtype], mfu_spec=tflops / spec.tflops[dtype])
+    return out
+
+
+def with_ceilings(record: dict, ceilings) -> dict:
+    """A decode record with MBU, MFU and bound filled in from ``ceilings`` (decode and prefill)."""
+    if record.get("workload") != "decode" or record.get("status") != "ok":
+        return record
+    d = {k: v for k, v in record["derived"].items() if k in BASE_FIELDS}
+    d.update(utilization(d["achieved_gbps"], d["achieved_tflops"], d["arithmetic_intensity"], record["dtype"], ceilings))
+    prefill = utilization(d["prefill_gbps"], d["prefill_tflops"], d["prefill_arithmetic_intensity"], record["dtype"],
+                          ceilings)
+    d.update({f"prefill_{k}": v for k, v in prefill.items() if k in ("mbu", "mfu", "mbu_spec", "mfu_spec", "bound")})
+    return {**record, "derived": d}
+
+
+BASE_FIELDS = ("achieved_gbps", "achieved_tflops", "arithmetic_intensity", "prefill_gbps", "prefill_tflops",
+               "prefill_arithmetic_intensity")

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness import envinfo, roofline
+from harness import roofline
+from harness.ceilings import Ceilings
 from harness.memory import PeakMemory
-from harness.records import RECORDS_FILE, append_record, make_record, new_run_id
+from harness.records import RECORDS_FILE, append_record, make_record
 from harness.timing import StepClock, Timeline, spread
 from workloads.decode import DecodePoint, DecodeWorkload, GenerationOptions
 from workloads.precision import Precision
@@ -39,6 +40,7 @@ class DecodeJob:
     warmup: int = 1
     seed: int = 0
     out: Path = Path("results/runs")
+    ceilings: Ceilings | None = None
 
 
 def summarize(timelines: list[Timeline], point: DecodePoint) -> dict:
@@ -105,10 +107,8 @@ def _failure(exc: BaseException) -> tuple[str, str]:
     return "failed", tail
 
 
-def run_decode(job: DecodeJob, progress: bool = True) -> list[dict]:
+def run_decode(job: DecodeJob, run_id: str, env: dict, progress: bool = True) -> list[dict]:
     """Run the whole job; returns its records (also appended to ``job.out/records.jsonl``)."""
-    run_id = new_run_id()
-    env = envinfo.capture(job.device)
     path = job.out / RECORDS_FILE
     records = []
     total = len(job.precisions) * len(job.points) * (job.warmup + job.repeats)
@@ -129,10 +129,10 @@ def run_decode(job: DecodeJob, progress: bool = True) -> list[dict]:
                         raise build_error
                     metrics = measure(workload, point, job, bar)
                     cost = workload.cost(point)
-                    record = make_record(
+                    record = roofline.with_ceilings(make_record(
                         run_id=run_id, point=fields, metrics=metrics, cost=cost,
                         derived=roofline.derive_decode(metrics, cost), env=env,
-                    )
+                    ), job.ceilings)
                     tqdm.write(
                         f"{precision.name} b={point.batch_size} p={point.prompt_len} n={point.new_tokens}: "
                         f"{metrics['tokens_per_s']:.1f} tok/s, TTFT {metrics['ttft_ms']:.1f} ms, "

@@ -59,3 +59,23 @@ def spread(values, prefix: str) -> dict[str, float]:
     """p10/p50/p90 of ``values`` as ``{prefix}_p10`` ... (linear interpolation)."""
     p10, p50, p90 = np.percentile(np.asarray(values, dtype=float), [10, 50, 90])
     return {f"{prefix}_p10": float(p10), f"{prefix}_p50": float(p50), f"{prefix}_p90": float(p90)}
+
+
+def bench(fn, device: torch.device, reps: int = 20, budget_s: float = 2.0) -> list[float]:
+    """Milliseconds per call of ``fn`` over repeated calls, warm-up excluded.
+
+    GPU: ``triton.testing.do_bench`` (CUDA events, L2 flushed between calls).
+    CPU: one warm-up call, then up to ``reps`` calls each read on
+    ``perf_counter_ns``, stopping once ``budget_s`` is spent (3 calls at least).
+    """
+    if device.type == "cuda":
+        import triton.testing
+
+        return list(triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="all"))
+    fn()
+    times: list[float] = []
+    while len(times) < reps and (len(times) < 3 or sum(times) < budget_s * 1e3):
+        start = time.perf_counter_ns()
+        fn()
+        times.append((time.perf_counter_ns() - start) / 1e6)
+    return times

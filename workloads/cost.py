@@ -92,6 +92,14 @@ def model_shape(model: nn.Module) -> ModelShape:
 
 
 @dataclass(frozen=True)
+class Cost:
+    """Bytes moved and FLOPs done by one kernel call."""
+
+    bytes: int
+    flops: int
+
+
+@dataclass(frozen=True)
 class StepCost:
     weight_bytes: int
     kv_read_bytes: int
@@ -142,3 +150,68 @@ def decode_run(shape: ModelShape, batch: int, prompt_len: int, new_tokens: int, 
         kv_write_bytes=sum(s.kv_write_bytes for s in steps),
         flops=sum(s.flops for s in steps),
     )
+
+
+def finetune_step(shape: ModelShape, batch: int, seq_len: int) -> int:
+    """FLOPs of one training step (forward + backward) over ``batch`` sequences of ``seq_len``.
+
+    Backward costs twice the forward (gradients for activations and for weights),
+    so a step is 3x the forward; the forward computes the LM head for every token
+    and causal attention over ``seq_len (seq_len + 1) / 2`` pairs per sequence.
+    """
+    pairs = sum(shape.attended(i) for i in range(1, seq_len + 1))
+    forward = batch * (2 * shape.matmul_params * seq_len + 4 * shape.layers * shape.heads * shape.head_dim * pairs)
+    return 3 * forward
+
+
+def copy(elements: int, elem_bytes: int) -> Cost:
+    """``b = a``: every element read once and written once."""
+    return Cost(bytes=2 * elements * elem_bytes, flops=0)
+
+
+def triad(elements: int, elem_bytes: int) -> Cost:
+    """STREAM triad ``a = b + s * c``: two reads, one write, two FLOPs per element."""
+    return Cost(bytes=3 * elements * elem_bytes, flops=2 * elements)
+
+
+def matmul(m: int, n: int, k: int, elem_bytes: int) -> Cost:
+    """``C[m,n] = A[m,k] @ B[k,n]``: inputs read and output written once (the ideal)."""
+    return Cost(bytes=(m * k + k * n + m * n) * elem_bytes, flops=2 * m * n * k)
+
+
+def attention(batch: int, heads: int, kv_heads: int, q_len: int, kv_len: int, head_dim: int, elem_bytes: int,
+              causal: bool, backward: bool = False) -> Cost:
+    """Fused attention over ``q_len`` queries and ``kv_len`` keys per head.
+
+    FLOPs: ``4 * head_dim`` per visible (query, key) pair forward (QK^T and PV);
+    the backward recomputes QK^T and adds dV, dP and dQ, dK: 2.5x the forward.
+    With causal masking, query ``i`` (aligned to the end of the keys) sees
+    ``kv_len - q_len + i + 1`` keys. Bytes: Q, K, V read and O written once
+    (plus dO read and dQ, dK, dV written in the backward).
+    """
+    if causal:
+        offset = kv_len - q_len
+        pairs = sum(min(kv_len, max(0, offset + i + 1)) for i in range(q_len))
+    else:
+        pairs = q_len * kv_len
+    forward_flops = 4 * batch * heads * head_dim * pairs
+    q_o = 2 * batch * heads * q_len * head_dim
+    k_v = 2 * batch * kv_heads * kv_len * head_dim
+    if not backward:
+        return Cost(bytes=(q_o + k_v) * elem_bytes, flops=forward_flops)
+    # backward reads Q, K, V, O, dO and writes dQ, dK, dV: Q-sized x4, K/V-sized x2
+    return Cost(bytes=(2 * q_o + 2 * k_v) * elem_bytes, flops=5 * forward_flops // 2)
+
+
+def decode_attention(context_lens: list[int], heads: int, kv_heads: int, head_dim: int, elem_bytes: int,
+                     q_len: int = 1) -> Cost:
+    """Attention of ``q_len`` new queries per sequence over its cached keys.
+
+    Each sequence's K and V are read once for all query heads that share them
+    (GQA); Q is read and O written. FLOPs: ``4 * head_dim`` per (query head,
+    query, key) pair.
+    """
+    kv = sum(2 * kv_heads * n * head_dim for n in context_lens)
+    q_o = len(context_lens) * 2 * heads * q_len * head_dim
+    flops = sum(4 * heads * q_len * n * head_dim for n in context_lens)
+    return Cost(bytes=(q_o + kv) * elem_bytes, flops=flops)

@@ -10,6 +10,7 @@ entry and uses measured values only.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 
@@ -34,7 +35,7 @@ def _spec(name, gbps, fp32, tf32, bf16, fp16):
     return Spec(name, gbps, {k: v for k, v in tflops.items() if v is not None})
 
 
-# (name fragment, spec), most specific first; matched case-insensitively against the device name.
+# (name fragment, spec), most specific first; matched case-insensitively, as whole words.
 SPECS = [
     ("H100 NVL", _spec("H100 NVL", 3900, 60.0, 417.5, 835.5, 835.5)),
     ("H100 PCIe", _spec("H100 PCIe", 2000, 51.2, 378.0, 756.0, 756.0)),
@@ -56,9 +57,10 @@ SPECS = [
 
 
 def spec_for(device_name: str | None) -> Spec | None:
-    name = (device_name or "").lower()
+    """The first entry whose fragment appears in the name as whole words ("A10" is not "A100",
+    "H200" is not "GH200")."""
     for fragment, spec in SPECS:
-        if fragment.lower() in name:
+        if re.search(rf"(?<![A-Za-z0-9]){re.escape(fragment)}(?![A-Za-z0-9])", device_name or "", re.IGNORECASE):
             return spec
     return None
 

@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0, help="seed for weights and prompts")
     m.add_argument("--out", type=Path, default=Path("results/runs"), help="folder for records.jsonl")
     m.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    m.add_argument("--no-ceilings", dest="ceilings", action="store_false",
+                   help="do not measure missing ceilings first (records then lack MBU, MFU and bound)")
 
     pk = sub.add_parser(
         "peak", help="measure this device's ceilings: copy/triad bandwidth and matmul rate per precision",
@@ -162,7 +164,7 @@ def cmd_decode(args) -> int:
     print(f"llmbench decode: {spec.name} on {device} ({device_name(device)}), "
           f"{', '.join(p.name for p in precisions)}, {len(points)} point(s)", file=sys.stderr)
     run_id, env = new_run_id(), capture(device)
-    ceilings = stored_or_measured_ceilings(args.out, device, precisions, run_id, env)
+    ceilings = stored_or_measured_ceilings(args.out, device, precisions, run_id, env) if args.ceilings else None
     job = DecodeJob(spec, precisions, device, points, args.attn, options, args.repeats, args.warmup, args.seed,
                     args.out, ceilings)
     records = run_decode(job, run_id, env, progress=args.progress)
@@ -224,12 +226,14 @@ def decode_table(records: list[dict]) -> str:
             "speedup": rate / baseline[key] if rate is not None else None,
             "mem": m["peak_mem_bytes"] / 1e9 if "peak_mem_bytes" in m else None,
             "mb_step": c["bytes_per_step"] / 1e6 if "bytes_per_step" in c else None,
+            "mbu": 100 * d["mbu"] if "mbu" in d else None, "bound": d.get("bound"),
         })
     return render(rows, [
         ("model", "model", ""), ("dtype", "dtype", ""), ("batch", "batch", "d"), ("prompt", "prompt", "d"),
         ("new", "new", "d"), ("tok_s", "tok/s", ".2f"), ("speedup", "speedup", ".2f"),
         ("ttft", "TTFT ms", ".1f"), ("tpot50", "TPOT p50 ms", ".2f"), ("tpot90", "TPOT p90 ms", ".2f"),
-        ("mb_step", "MB/step", ".1f"), ("gbps", "GB/s", ".2f"), ("mem", "peak mem GB", ".2f"), ("status", "status", ""),
+        ("mb_step", "MB/step", ".1f"), ("gbps", "GB/s", ".2f"), ("mbu", "% peak BW", ".1f"),
+        ("bound", "bound", ""), ("mem", "peak mem GB", ".2f"), ("status", "status", ""),
     ])
 
 

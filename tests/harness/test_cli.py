@@ -11,7 +11,7 @@ from harness import cli, runner
 from harness.records import read_records
 
 TINY = ["decode", "--model", "tiny-llama", "--prompt-len", "12", "--new-tokens", "5", "--repeats", "2",
-        "--no-progress"]
+        "--no-progress", "--no-ceilings"]
 
 
 def test_decode_end_to_end(tmp_path, capsys):

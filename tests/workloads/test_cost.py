@@ -89,3 +89,29 @@ def test_shape_of_built_model_matches_meta():
     built = cost.model_shape(build_model(spec, torch.float32, torch.device("cpu"), "sdpa"))
     assert built == cost.model_shape(meta_model(spec))
     assert built.params == sum(p.numel() for p in build_model(spec, torch.float32, torch.device("cpu"), "sdpa").parameters())
+
+
+def test_kernel_cost_models_by_hand():
+    assert cost.copy(1000, 4) == cost.Cost(bytes=8000, flops=0)
+    assert cost.triad(1000, 4) == cost.Cost(bytes=12000, flops=2000)
+    assert cost.matmul(2, 3, 4, 2) == cost.Cost(bytes=(8 + 12 + 6) * 2, flops=48)
+    # non-causal: 4 query x 6 key pairs per head; Q,O (2x4x8 per head) and K,V (2x6x8 per KV head)
+    a = cost.attention(batch=1, heads=2, kv_heads=1, q_len=4, kv_len=6, head_dim=8, elem_bytes=2, causal=False)
+    assert a.flops == 4 * 2 * 8 * 24
+    assert a.bytes == (2 * 2 * 4 * 8 + 2 * 1 * 6 * 8) * 2
+    # causal, 4 queries aligned to the end of 6 keys: they see 3, 4, 5, 6 keys
+    c = cost.attention(1, 2, 1, 4, 6, 8, 2, causal=True)
+    assert c.flops == 4 * 2 * 8 * (3 + 4 + 5 + 6)
+    assert cost.attention(1, 2, 1, 4, 4, 8, 2, causal=True).flops == 4 * 2 * 8 * 10
+    backward = cost.attention(1, 2, 1, 4, 6, 8, 2, causal=True, backward=True)
+    assert backward.flops == 5 * c.flops // 2
+    # two sequences with 10 and 30 cached tokens, 8 query heads sharing 2 KV heads of 16
+    d = cost.decode_attention([10, 30], heads=8, kv_heads=2, head_dim=16, elem_bytes=2)
+    assert d.bytes == (2 * 2 * 40 * 16 + 2 * 2 * 8 * 16) * 2
+    assert d.flops == 4 * 8 * 40 * 16
+
+
+def test_finetune_step_is_three_forwards(llama1b):
+    seq = 8
+    forward = 2 * 1_235_746_816 * seq + 4 * 16 * 32 * 64 * (seq * (seq + 1) // 2)
+    assert cost.finetune_step(llama1b, batch=2, seq_len=seq) == 3 * 2 * forward

@@ -1,0 +1,102 @@
+"""The report: every device and precision named, every plot written, HTML self-contained;
+peak and the decode command's ceilings on the real CLI path."""
+
+import re
+
+import pytest
+
+from harness import ceilings, cli
+from harness.records import RECORDS_FILE, append_record, make_record, read_records
+from harness.roofline import derive_decode
+
+GPU = {"device_name": "NVIDIA H100 80GB HBM3", "device_type": "cuda", "host": "gpu-node"}
+CPU = {"device_name": "AMD EPYC", "device_type": "cpu", "host": "laptop"}
+
+
+def decode(env, dtype, batch, prompt, rate):
+    elem = 4 if dtype == "fp32" else 2
+    metrics = {"tokens_per_s": rate, "ttft_ms": 20.0, "tpot_ms_p50": 1000 / rate, "decode_ms": 63 * 1000 / rate}
+    cost = {"decode_bytes": 63 * 2.5e9 * elem / 2, "decode_flops": 63 * 2.5e9, "bytes_per_step": 2.5e9 * elem / 2,
+            "prefill_bytes": 2.5e9 * elem / 2, "prefill_flops": 2.5e9 * prompt}
+    point = {"workload": "decode", "model": "llama-3.2-1b", "dtype": dtype, "batch_size": batch,
+             "prompt_len": prompt, "new_tokens": 64}
+    return make_record(run_id="d", point=point, metrics=metrics, cost=cost, derived=derive_decode(metrics, cost),
+                       env=env)
+
+
+def peak(env, workload, dtype, gbps=0.0, tflops=0.0):
+    return make_record(run_id="p", point={"workload": workload, "dtype": dtype},
+                       derived={"achieved_gbps": gbps, "achieved_tflops": tflops}, env=env)
+
+
+@pytest.fixture()
+def results(tmp_path):
+    gpu, cpu = tmp_path / "mn5", tmp_path / "laptop"
+    for rec in [peak(GPU, "copy", "fp32", gbps=3000), peak(GPU, "triad", "fp32", gbps=3050),
+                peak(GPU, "matmul", "bf16", tflops=750), peak(GPU, "matmul", "fp32", tflops=50)]:
+        append_record(gpu / RECORDS_FILE, rec)
+    for dtype, base in (("bf16", 300.0), ("fp32", 160.0)):
+        for batch in (1, 4):
+            for prompt in (128, 1024):
+                append_record(gpu / RECORDS_FILE, decode(GPU, dtype, batch, prompt, base * batch / (prompt / 128) ** 0.1))
+    append_record(cpu / RECORDS_FILE, decode(CPU, "fp32", 1, 128, 5.0))
+    append_record(cpu / RECORDS_FILE, decode(CPU, "bf16", 1, 128, 10.0))
+    append_record(cpu / RECORDS_FILE, make_record(run_id="f", point={"workload": "decode", "model": "llama-3.1-8b",
+                                                                      "dtype": "fp32"}, status="oom",
+                                                  error="CUDA out of memory", env=CPU))
+    return gpu, cpu
+
+
+def test_report_names_every_device_and_precision_and_writes_every_plot(results, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert cli.main(["report", *map(str, results), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for text in ("NVIDIA H100 80GB HBM3", "AMD EPYC (laptop)", "Decode, bf16", "Decode, fp32", "H100 SXM"):
+        assert text in md and text in html
+    assert "bf16 decodes" in md and "fewer bytes" in md
+    assert "Points that did not complete" in md and "CUDA out of memory" in md
+    images = re.findall(r"plots/([\w-]+)\.png", md)
+    assert {"roofline-1", "precisions-0", "precisions-1", "batch-1", "context-1", "devices"} <= set(images)
+    for stem in images:
+        for ext in ("png", "svg"):
+            assert (out / "plots" / f"{stem}.{ext}").stat().st_size > 1000
+    assert html.count("data:image/png;base64,") == len(images)
+    assert not re.search(r'src="(?!data:)', html)  # self-contained
+    # MBU against the measured 3000 GB/s copy, shown in the GPU's bf16 table
+    gpu_bf16 = md.split("### Decode, bf16")[1]
+    assert "| memory |" in gpu_bf16
+
+
+def test_report_without_records_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["report", str(tmp_path / "empty")]) == 2
+    assert "no records found" in capsys.readouterr().err
+
+
+def test_peak_command_stores_ceilings(tmp_path, capsys):
+    args = ["peak", "--device", "cpu", "--buffer-mb", "4", "--matmul-n", "64", "--out", str(tmp_path)]
+    assert cli.main([*args, "--dtype", "fp32,bf16"]) == 0
+    out = capsys.readouterr().out
+    assert "copy" in out and "triad" in out and "TFLOP/s" in out
+    recs = read_records([tmp_path])
+    assert [(r["workload"], r["dtype"]) for r in recs] == [("copy", "fp32"), ("triad", "fp32"), ("matmul", "fp32"),
+                                                           ("matmul", "bf16")]
+    copy = recs[0]
+    assert copy["cost"]["bytes"] == 2 * 4 * 2**20
+    assert copy["derived"]["achieved_gbps"] == pytest.approx(copy["cost"]["bytes"] / copy["metrics"]["time_ms"] / 1e6)
+    assert recs[2]["cost"]["flops"] == 2 * 64**3
+    assert cli.main([*args, "--dtype", "tf32"]) == 2
+
+
+def test_decode_measures_missing_ceilings_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ceilings, "sizes", lambda device: (1 << 20, 32))
+    args = ["decode", "--model", "tiny-llama", "--prompt-len", "8", "--new-tokens", "3", "--repeats", "1",
+            "--no-progress", "--dtype", "fp32", "--out", str(tmp_path)]
+    assert cli.main(args) == 0
+    assert cli.main(args) == 0
+    recs = read_records([tmp_path])
+    assert [r["workload"] for r in recs] == ["copy", "triad", "matmul", "decode", "decode"]
+    for r in recs[3:]:
+        assert 0 < r["derived"]["mbu"] and r["derived"]["bound"] in ("memory", "compute")
+    assert "% peak BW" in capsys.readouterr().out

@@ -1,0 +1,77 @@
+"""Derived metrics against a synthetic record, and the datasheet lookup."""
+
+import pytest
+
+from harness.ceilings import Ceilings, device_key, from_records, spec_for
+from harness.records import make_record
+from harness.roofline import derive_decode, utilization, with_ceilings
+
+
+def test_spec_lookup_by_device_name():
+    assert spec_for("NVIDIA H100 80GB HBM3").name == "H100 SXM"
+    assert spec_for("NVIDIA H100 PCIe").mem_gbps == 2000
+    assert spec_for("NVIDIA H100 NVL").name == "H100 NVL"
+    assert spec_for("NVIDIA H200").mem_gbps == 4800
+    assert spec_for("NVIDIA GH200 480GB").name == "GH200 96GB HBM3"
+    assert spec_for("NVIDIA A100-SXM4-40GB").mem_gbps == 1555
+    assert spec_for("NVIDIA A100 80GB PCIe").mem_gbps == 1935
+    assert spec_for("NVIDIA L40S").tflops["bf16"] == 362.0
+    assert spec_for("NVIDIA A10").mem_gbps == 600
+    assert spec_for("NVIDIA A100 custom") is None  # not the A10's numbers
+    assert spec_for("NVIDIA A10G") is None
+    assert "bf16" not in spec_for("Tesla V100-SXM2-32GB").tflops
+    assert spec_for("AMD EPYC 7763 64-Core Processor") is None
+
+
+def synthetic_decode(dtype="bf16", device_name="NVIDIA H100 80GB HBM3"):
+    # 2 GB per step, 4 GFLOP per step, 10 steps in 10 ms -> 2000 GB/s, 4 TFLOP/s; prefill 100 GFLOP in 1 ms
+    metrics = {"decode_ms": 10.0, "ttft_ms": 1.0, "tokens_per_s": 900.0}
+    cost = {"decode_bytes": 20e9 / 1000, "decode_flops": 40e9 / 1000, "prefill_bytes": 2e9 / 1000,
+            "prefill_flops": 100e9 / 1000, "bytes_per_step": 2e9 / 1000 / 10 * 10}
+    cost = {k: v * 1000 for k, v in cost.items()}
+    point = {"workload": "decode", "model": "m", "dtype": dtype, "batch_size": 1, "prompt_len": 8, "new_tokens": 11}
+    env = {"device_name": device_name, "device_type": "cuda", "host": "node1"}
+    return make_record(run_id="x", point=point, metrics=metrics, cost=cost, derived=derive_decode(metrics, cost),
+                       env=env)
+
+
+def test_derived_by_hand():
+    d = synthetic_decode()["derived"]
+    assert d["achieved_gbps"] == pytest.approx(2000.0)
+    assert d["achieved_tflops"] == pytest.approx(4.0)
+    assert d["arithmetic_intensity"] == pytest.approx(2.0)
+    assert d["prefill_tflops"] == pytest.approx(100.0)
+    assert d["prefill_arithmetic_intensity"] == pytest.approx(50.0)
+
+
+def test_mbu_mfu_and_bound_against_ceilings():
+    record = synthetic_decode()
+    ceilings = Ceilings("H100", copy_gbps=2500.0, matmul_tflops={"bf16": 800.0}, spec=spec_for("H100 SXM"))
+    d = with_ceilings(record, ceilings)["derived"]
+    assert d["mbu"] == pytest.approx(0.8) and d["mfu"] == pytest.approx(4 / 800)
+    assert d["mbu_spec"] == pytest.approx(2000 / 3350) and d["mfu_spec"] == pytest.approx(4 / 989.4)
+    assert d["ridge_flop_per_byte"] == pytest.approx(320.0)
+    assert d["bound"] == "memory"  # 2 FLOP/byte is far below the ridge
+    assert d["prefill_bound"] == "memory" and d["prefill_mfu"] == pytest.approx(100 / 800)
+    slow = Ceilings("cpu", copy_gbps=2500.0, matmul_tflops={"bf16": 4.0})
+    assert with_ceilings(record, slow)["derived"]["prefill_bound"] == "compute"  # ridge 1.6 < 50
+
+
+def test_without_ceilings_nothing_is_invented():
+    record = synthetic_decode()
+    assert with_ceilings(record, None)["derived"] == record["derived"]
+    assert utilization(1.0, 1.0, 1.0, "fp32", Ceilings("x", copy_gbps=10.0)) == {"peak_gbps": 10.0, "mbu": 0.1}
+
+
+def test_ceilings_from_records_take_the_best_median():
+    env = {"device_name": "AMD EPYC", "device_type": "cpu", "host": "h"}
+
+    def peak(workload, dtype, gbps=0.0, tflops=0.0):
+        return make_record(run_id="p", point={"workload": workload, "dtype": dtype},
+                           derived={"achieved_gbps": gbps, "achieved_tflops": tflops}, env=env)
+
+    found = from_records([peak("copy", "fp32", gbps=20), peak("copy", "fp32", gbps=22), peak("triad", "fp32", 25),
+                          peak("matmul", "bf16", tflops=0.02), peak("matmul", "fp32", tflops=0.17)])
+    c = found[device_key({"env": env})]
+    assert c.copy_gbps == 22 and c.triad_gbps == 25 and c.matmul_tflops == {"bf16": 0.02, "fp32": 0.17}
+    assert device_key({"env": env}) == "AMD EPYC (h)" and c.spec is None

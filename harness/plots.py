@@ -49,7 +49,7 @@ def roofline(device: str, ceilings, records: list[dict], out: Path, stem: str) -
     for dtype in sorted(ceilings.matmul_tflops, key=ORDER.index):
         peak = ceilings.matmul_tflops[dtype]
         ax.plot(x, np.minimum(peak, ceilings.copy_gbps * x / 1e3), color=_color(dtype), lw=2,
-                label=f"measured {dtype}: {ceilings.copy_gbps:.3g} GB/s, {peak:.3g} TFLOP/s")
+                label=f"measured {dtype}: {ceilings.copy_gbps:.4g} GB/s, {peak:.4g} TFLOP/s")
     spec = ceilings.spec
     if spec:
         for dtype, peak in spec.tflops.items():
@@ -134,7 +134,9 @@ def devices(records_by_device: dict[str, list[dict]], out: Path, stem: str) -> s
     """Decode tokens/s of the same points on several devices, side by side per precision."""
     if len(records_by_device) < 2:
         return None
-    keys = sorted({(_point_label(r), r["dtype"]) for rs in records_by_device.values() for r in rs})
+    per_device = [{(_point_label(r), r["dtype"]) for r in rs} for rs in records_by_device.values()]
+    shared = {k for k in set().union(*per_device) if sum(k in keys for keys in per_device) > 1}
+    keys = sorted(shared or set().union(*per_device))  # the points measured on several devices, when any
     fig, ax = plt.subplots(figsize=(max(7.5, 1.1 * len(keys)), 4.8))
     width = 0.8 / len(records_by_device)
     xs = np.arange(len(keys))

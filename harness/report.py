@@ -61,7 +61,7 @@ def _explain(rs: list[dict]) -> str:
     """One sentence on bf16 vs fp32 where both ran the same point."""
     by_point = defaultdict(dict)
     for r in rs:
-        by_point[plots._point_label(r)][r["dtype"]] = r
+        by_point[plots.point_label(r)][r["dtype"]] = r
     lines = []
     for label, g in by_point.items():
         if "fp32" in g and "bf16" in g:
@@ -87,7 +87,7 @@ def build(inputs: list[Path], out: Path) -> tuple[Path, Path]:
         if r.get("workload") == "decode" and r.get("status") == "ok":
             decode[device_key(r)].append(roofline.with_ceilings(r, ceilings.get(device_key(r))))
     figures = out / "plots"
-    md = [f"# llmbench report", "",
+    md = ["# llmbench report", "",
           f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(records)} records in "
           f"{', '.join(map(str, inputs))}. Decimal units (1 GB/s = 1e9 B/s). MBU and MFU divide by the measured "
           "ceilings (`llmbench peak`); % spec divides by the datasheet. Bytes per decode step = weights + KV read "

@@ -51,7 +51,8 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from workloads.decode import ATTN_IMPLEMENTATIONS, CACHES
+    from workloads.attention import ATTN_IMPLEMENTATIONS
+    from workloads.decode import CACHES
 
     parser = argparse.ArgumentParser(
         prog="llmbench",
@@ -133,6 +134,7 @@ def cmd_decode(args) -> int:
     from harness.envinfo import capture, device_name
     from harness.records import new_run_id
     from harness.runner import DecodeJob, run_decode
+    from workloads.attention import check_attn
     from workloads.decode import DecodePoint, GenerationOptions, check_point
     from workloads.precision import check_supported, parse_precision, resolve_device
     from workloads.presets import resolve_model
@@ -146,6 +148,7 @@ def cmd_decode(args) -> int:
         raise UserError(f"--dtype lists a precision twice: {args.dtype}")
     for precision in precisions:
         check_supported(precision, device)
+    check_attn(args.attn, device)
     points = [
         DecodePoint(b, p, n) for b in args.batch_size for p in args.prompt_len for n in args.new_tokens
     ]

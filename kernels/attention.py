@@ -65,6 +65,21 @@ def _dot(a, b, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
 
 
 @triton.jit
+def _load_tile(base, offs_r, offs_d, stride_r, n_rows, CHECK_ROWS: tl.constexpr,
+               HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+    """A (rows, BLOCK_D) tile, zero outside the tensor; bounds are only checked where they can be crossed,
+    so in-range tiles of a power-of-two head dim load without masks (and vectorise)."""
+    ptrs = base + offs_r[:, None] * stride_r + offs_d[None, :]
+    if CHECK_ROWS:
+        if HEAD_DIM == BLOCK_D:
+            return tl.load(ptrs, mask=offs_r[:, None] < n_rows, other=0.0)
+        return tl.load(ptrs, mask=(offs_r[:, None] < n_rows) & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    if HEAD_DIM == BLOCK_D:
+        return tl.load(ptrs)
+    return tl.load(ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
+
+
+@triton.jit
 def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, mask_base, offs_m, offs_d, lo, hi,
                 stride_kn, stride_vn, stride_mm, stride_mn, Q_LEN, KV_LEN, qk_scale,
                 HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -75,15 +90,10 @@ def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, mask_base, offs_m, offs_d, lo,
     MASKED blocks check bounds and causality element by element; the others are
     known to be in range and below the diagonal, so they skip that work.
     """
-    d_ok = offs_d[None, :] < HEAD_DIM
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        if MASKED:
-            kv_ok = (offs_n[:, None] < KV_LEN) & d_ok
-        else:
-            kv_ok = d_ok
-        k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_ok, other=0.0)
-        v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :], mask=kv_ok, other=0.0)
+        k = _load_tile(k_base, offs_n, offs_d, stride_kn, KV_LEN, MASKED, HEAD_DIM, BLOCK_D)
+        v = _load_tile(v_base, offs_n, offs_d, stride_vn, KV_LEN, MASKED, HEAD_DIM, BLOCK_D)
         s = _dot(q, tl.trans(k), UPCAST, PRECISION) * qk_scale
         if MASKED or HAS_MASK:
             allowed = (offs_n[None, :] < KV_LEN) & (offs_m[:, None] < Q_LEN)
@@ -127,8 +137,8 @@ def _attn_fwd(Q, K, V, O, LSE, MASK,
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     q_ok = (offs_m[:, None] < Q_LEN) & (offs_d[None, :] < HEAD_DIM)
-    q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-    q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :], mask=q_ok, other=0.0)
+    q = _load_tile(Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh, offs_m, offs_d, stride_qm, Q_LEN,
+                   True, HEAD_DIM, BLOCK_D)
     k_base = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh
     v_base = V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh
     mask_base = MASK + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
@@ -199,23 +209,20 @@ def _allowed(offs_m, offs_n, mask_base, stride_mm, stride_mn, Q_LEN, KV_LEN,
 @triton.jit
 def _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, mask_base, offs_n, offs_d, lo, hi,
                  stride_qm, stride_dom, stride_mm, stride_mn, Q_LEN, KV_LEN, qk_scale,
-                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                 HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
                  MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr,
                  UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     """Accumulate dK, dV of one key block over the query blocks [lo, hi) of one query head."""
-    d_ok = offs_d[None, :] < HEAD_DIM
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
+        q = _load_tile(q_base, offs_m, offs_d, stride_qm, Q_LEN, MASKED, HEAD_DIM, BLOCK_D)
+        do = _load_tile(do_base, offs_m, offs_d, stride_dom, Q_LEN, MASKED, HEAD_DIM, BLOCK_D)
         if MASKED:
-            q_ok = (offs_m[:, None] < Q_LEN) & d_ok
-            row_ok = offs_m < Q_LEN
+            lse = tl.load(lse_base + offs_m, mask=offs_m < Q_LEN, other=float("inf"))
+            delta = tl.load(delta_base + offs_m, mask=offs_m < Q_LEN, other=0.0)
         else:
-            q_ok = d_ok
-            row_ok = offs_m >= 0
-        q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :], mask=q_ok, other=0.0)
-        do = tl.load(do_base + offs_m[:, None] * stride_dom + offs_d[None, :], mask=q_ok, other=0.0)
-        lse = tl.load(lse_base + offs_m, mask=row_ok, other=float("inf"))
-        delta = tl.load(delta_base + offs_m, mask=row_ok, other=0.0)
+            lse = tl.load(lse_base + offs_m)
+            delta = tl.load(delta_base + offs_m)
         s_t = _dot(k, tl.trans(q), UPCAST, PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
         p_t = tl.math.exp2(s_t - lse[None, :])
         if MASKED or HAS_MASK:
@@ -248,10 +255,10 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, MASK,
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     kv_ok = (offs_n[:, None] < KV_LEN) & (offs_d[None, :] < HEAD_DIM)
-    k = tl.load(K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh
-                + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_ok, other=0.0)
-    v = tl.load(V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh
-                + offs_n[:, None] * stride_vn + offs_d[None, :], mask=kv_ok, other=0.0)
+    k = _load_tile(K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh, offs_n, offs_d, stride_kn, KV_LEN,
+                   True, HEAD_DIM, BLOCK_D)
+    v = _load_tile(V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh, offs_n, offs_d, stride_vn, KV_LEN,
+                   True, HEAD_DIM, BLOCK_D)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
 
@@ -275,15 +282,15 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, MASK,
         if CAUSAL:
             dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, mask_base, offs_n, offs_d,
                                   start_n, diag_end, stride_qm, stride_dom, stride_mm, stride_mn,
-                                  Q_LEN, KV_LEN, qk_scale, HEAD_DIM, BLOCK_M,
+                                  Q_LEN, KV_LEN, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M,
                                   True, CAUSAL, HAS_MASK, UPCAST, PRECISION)
         dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, mask_base, offs_n, offs_d,
                               full_lo, full_hi, stride_qm, stride_dom, stride_mm, stride_mn,
-                              Q_LEN, KV_LEN, qk_scale, HEAD_DIM, BLOCK_M,
+                              Q_LEN, KV_LEN, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M,
                               False, CAUSAL, HAS_MASK, UPCAST, PRECISION)
         dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, mask_base, offs_n, offs_d,
                               full_hi, Q_LEN, stride_qm, stride_dom, stride_mm, stride_mn,
-                              Q_LEN, KV_LEN, qk_scale, HEAD_DIM, BLOCK_M,
+                              Q_LEN, KV_LEN, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M,
                               True, CAUSAL, HAS_MASK, UPCAST, PRECISION)
     # DK and DV are contiguous (batch, kv_heads, kv_len, head_dim) buffers made by the wrapper.
     out = (bkv.to(tl.int64) * KV_LEN + offs_n[:, None]) * HEAD_DIM + offs_d[None, :]
@@ -294,19 +301,14 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, MASK,
 @triton.jit
 def _dq_blocks(dq, q, do, lse, delta, k_base, v_base, mask_base, offs_m, offs_d, lo, hi,
                stride_kn, stride_vn, stride_mm, stride_mn, Q_LEN, KV_LEN, qk_scale,
-               HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+               HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr,
                UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     """Accumulate dQ of one query block over the key blocks [lo, hi)."""
-    d_ok = offs_d[None, :] < HEAD_DIM
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        if MASKED:
-            kv_ok = (offs_n[:, None] < KV_LEN) & d_ok
-        else:
-            kv_ok = d_ok
-        k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_ok, other=0.0)
-        v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :], mask=kv_ok, other=0.0)
+        k = _load_tile(k_base, offs_n, offs_d, stride_kn, KV_LEN, MASKED, HEAD_DIM, BLOCK_D)
+        v = _load_tile(v_base, offs_n, offs_d, stride_vn, KV_LEN, MASKED, HEAD_DIM, BLOCK_D)
         s = _dot(q, tl.trans(k), UPCAST, PRECISION) * qk_scale
         p = tl.math.exp2(s - lse[:, None])
         if MASKED or HAS_MASK:
@@ -339,10 +341,10 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, MASK,
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     q_ok = (offs_m[:, None] < Q_LEN) & (offs_d[None, :] < HEAD_DIM)
-    q = tl.load(Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-                + offs_m[:, None] * stride_qm + offs_d[None, :], mask=q_ok, other=0.0)
-    do = tl.load(DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
-                 + offs_m[:, None] * stride_dom + offs_d[None, :], mask=q_ok, other=0.0)
+    q = _load_tile(Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh, offs_m, offs_d, stride_qm, Q_LEN,
+                   True, HEAD_DIM, BLOCK_D)
+    do = _load_tile(DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh, offs_m, offs_d, stride_dom,
+                    Q_LEN, True, HEAD_DIM, BLOCK_D)
     lse = tl.load(LSE + bh.to(tl.int64) * Q_LEN + offs_m, mask=offs_m < Q_LEN, other=float("inf"))
     delta = tl.load(DELTA + bh.to(tl.int64) * Q_LEN + offs_m, mask=offs_m < Q_LEN, other=0.0)
     k_base = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh
@@ -359,10 +361,10 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, MASK,
         masked_end = KV_LEN
     dq = _dq_blocks(dq, q, do, lse, delta, k_base, v_base, mask_base, offs_m, offs_d, 0, full_end,
                     stride_kn, stride_vn, stride_mm, stride_mn, Q_LEN, KV_LEN, qk_scale,
-                    HEAD_DIM, BLOCK_N, False, CAUSAL, HAS_MASK, UPCAST, PRECISION)
+                    HEAD_DIM, BLOCK_D, BLOCK_N, False, CAUSAL, HAS_MASK, UPCAST, PRECISION)
     dq = _dq_blocks(dq, q, do, lse, delta, k_base, v_base, mask_base, offs_m, offs_d, full_end, masked_end,
                     stride_kn, stride_vn, stride_mm, stride_mn, Q_LEN, KV_LEN, qk_scale,
-                    HEAD_DIM, BLOCK_N, True, CAUSAL, HAS_MASK, UPCAST, PRECISION)
+                    HEAD_DIM, BLOCK_D, BLOCK_N, True, CAUSAL, HAS_MASK, UPCAST, PRECISION)
     out = (bh.to(tl.int64) * Q_LEN + offs_m[:, None]) * HEAD_DIM + offs_d[None, :]
     tl.store(DQ + out, (dq * sm_scale).to(DQ.dtype.element_ty), mask=q_ok)
 

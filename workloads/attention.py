@@ -10,6 +10,11 @@ token), which the kernel runs as ``causal=True`` without reading a mask, and a
 boolean (batch, 1, q_len, kv_len) mask otherwise (padding, a static cache's unused
 tail, sliding windows), which the kernel applies tile by tile. Attention dropout
 and logit soft-capping are refused.
+
+Up to ``DECODE_MAX_QUERIES`` new tokens over a KV cache (a decode step, or a
+speculative one) go to ``kernels.decode_attention`` instead when no gradient is
+needed: split-K over the cache, each KV head read once for its query heads, and a
+static cache read only up to each sequence's length rather than to its capacity.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch
 from workloads.errors import UserError
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "triton")
+DECODE_MAX_QUERIES = 8  # up to this many new tokens over a cache go to the decode kernel
 
 
 def check_attn(attn: str, device: torch.device) -> None:
@@ -46,10 +52,34 @@ def triton_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     if attention_mask is not None and attention_mask.dtype != torch.bool:
         raise ValueError("triton attention takes boolean masks (from sdpa_mask); got an additive "
                          f"{attention_mask.dtype} mask")
-    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    causal = bool(causal) and query.shape[2] > 1 and attention_mask is None
-    out = attention(query, key, value, causal=causal, scale=scaling, mask=attention_mask)
+    q_len, kv_len = query.shape[2], key.shape[2]
+    # Without a mask, transformers means "every key" only for a single query; for more it means
+    # causal from the top-left (an empty static cache being filled), which is the fused kernel's job.
+    over_cache = kv_len > q_len and (q_len == 1 or attention_mask is not None)
+    if over_cache and q_len <= DECODE_MAX_QUERIES and not (torch.is_grad_enabled() and query.requires_grad):
+        out = _decode(query, key, value, attention_mask, scaling)
+    else:
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+        causal = bool(causal) and q_len > 1 and attention_mask is None
+        out = attention(query, key, value, causal=causal, scale=scaling, mask=attention_mask)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _decode(query, key, value, attention_mask, scaling):
+    """A few new tokens over a KV cache: the split-K decode kernel, reading each sequence only up to its
+    length. Without a mask every sequence is the whole cache; with one (a static cache's unused tail, left
+    padding), the length is the last position the last new token may see, found on the device."""
+    from kernels.decode_attention import decode_attention
+
+    batch, kv_len = query.shape[0], key.shape[2]
+    if attention_mask is None:
+        lengths = torch.full((batch,), kv_len, dtype=torch.int32, device=query.device)
+        mask = None
+    else:
+        mask = attention_mask[:, 0].expand(batch, query.shape[2], kv_len)
+        positions = torch.arange(1, kv_len + 1, dtype=torch.int32, device=query.device)
+        lengths = (mask[:, -1] * positions).amax(-1).to(torch.int32)
+    return decode_attention(query, key, value, lengths, scale=scaling, mask=mask)
 
 
 def register() -> None:

@@ -35,6 +35,17 @@ def pair(spec: ModelSpec):
             build_model(spec, torch.float32, DEVICE, "triton", seed=1))
 
 
+def assert_same_generation(ours, theirs, ids, **args):
+    """Same greedy tokens and, step by step, the same logits (a wrong key read shows in the logits
+    long before it flips an argmax)."""
+    args = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0, output_scores=True,
+                return_dict_in_generate=True, **args)
+    a, b = ours.generate(ids, **args), theirs.generate(ids, **args)
+    assert torch.equal(a.sequences, b.sequences)
+    for step_a, step_b in zip(a.scores, b.scores, strict=True):
+        torch.testing.assert_close(step_a, step_b, rtol=1e-5, atol=1e-6)
+
+
 def tokens(batch: int, length: int, seed: int) -> torch.Tensor:
     return torch.randint(3, 512, (batch, length), generator=torch.Generator().manual_seed(seed)).to(DEVICE)
 
@@ -43,19 +54,16 @@ def tokens(batch: int, length: int, seed: int) -> torch.Tensor:
 def test_same_logits_and_greedy_tokens_as_eager(name):
     eager, triton = pair(spec_for(name))
     assert triton.config._attn_implementation == "triton"
-    ids = tokens(2, 29, seed=len(name))
+    ids = tokens(2, 21, seed=len(name))
     with torch.no_grad():
-        torch.testing.assert_close(triton(ids).logits, eager(ids).logits, rtol=1e-4, atol=1e-4)
-    args = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0)
-    assert torch.equal(triton.generate(ids[:, :11], **args), eager.generate(ids[:, :11], **args))
+        torch.testing.assert_close(triton(ids).logits, eager(ids).logits, rtol=1e-5, atol=1e-6)
+    assert_same_generation(triton, eager, ids[:, :11])
 
 
 def test_static_cache_masks_the_unused_tail():
     """A static cache hands attention the whole pre-allocated buffer plus a mask over its unused tail."""
     eager, triton = pair(resolve_model("tiny-llama"))
-    ids = tokens(1, 9, seed=2)
-    args = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False, cache_implementation="static", pad_token_id=0)
-    assert torch.equal(triton.generate(ids, **args), eager.generate(ids, **args))
+    assert_same_generation(triton, eager, tokens(1, 9, seed=2), cache_implementation="static")
 
 
 def test_left_padding():
@@ -66,8 +74,8 @@ def test_left_padding():
     with torch.no_grad():
         ours = triton(ids, attention_mask=keep).logits
         theirs = eager(ids, attention_mask=keep).logits
-    torch.testing.assert_close(ours[0], theirs[0], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(ours[1, 6:], theirs[1, 6:], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours[0], theirs[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours[1, 6:], theirs[1, 6:], rtol=1e-5, atol=1e-6)
 
 
 def test_training_gradients_match_eager():
@@ -94,3 +102,26 @@ def test_dropout_is_refused():
     q = torch.randn(1, 2, 4, 16)
     with pytest.raises(ValueError, match="dropout"):
         triton_attention_forward(torch.nn.Module(), q, q, q, None, dropout=0.1)
+
+
+def test_left_padded_batch_generates_like_eager():
+    """Decode steps with a padding mask go through the decode kernel's mask path."""
+    eager, triton = pair(resolve_model("tiny-llama"))
+    ids = tokens(2, 10, seed=6)
+    keep = torch.ones_like(ids)
+    keep[0, :4] = 0
+    assert_same_generation(triton, eager, ids, attention_mask=keep)
+    assert_same_generation(triton, eager, ids, attention_mask=keep, cache_implementation="static")
+
+
+def test_decode_steps_use_the_decode_kernel(monkeypatch):
+    import kernels.decode_attention as dec
+
+    calls = []
+    real = dec.decode_attention
+    monkeypatch.setattr(dec, "decode_attention", lambda *a, **k: calls.append(a[3].tolist()) or real(*a, **k))
+    model = build_model(resolve_model("tiny-llama"), torch.float32, DEVICE, "triton", seed=1)
+    model.generate(tokens(1, 7, seed=7), max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=0,
+                   cache_implementation="static")
+    layers = model.config.num_hidden_layers
+    assert calls == [[8]] * layers + [[9]] * layers  # lengths grow by one per step, never the static capacity

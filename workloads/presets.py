@@ -10,6 +10,7 @@ code from the hub is never run.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import os
@@ -123,8 +124,10 @@ def build_model(spec: ModelSpec, dtype: torch.dtype, device: torch.device, attn:
         )
         return model.to(device).eval()
     torch.manual_seed(seed)
+    # from_config keeps the config object and records the attention implementation on it: a private copy
+    # keeps models built from one spec (eager next to triton, bf16 next to fp32) independent.
     with torch.device(device), no_init_weights():
-        model = AutoModelForCausalLM.from_config(spec.config, dtype=dtype, attn_implementation=attn)
+        model = AutoModelForCausalLM.from_config(copy.deepcopy(spec.config), dtype=dtype, attn_implementation=attn)
     model.tie_weights()  # skipped along with the init; tied presets must share their LM head
     with torch.no_grad():
         for name, param in model.named_parameters():

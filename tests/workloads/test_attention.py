@@ -63,7 +63,7 @@ def test_same_logits_and_greedy_tokens_as_eager(name):
 def test_static_cache_masks_the_unused_tail():
     """A static cache hands attention the whole pre-allocated buffer plus a mask over its unused tail."""
     eager, triton = pair(resolve_model("tiny-llama"))
-    assert_same_generation(triton, eager, tokens(1, 9, seed=2), cache_implementation="static")
+    assert_same_generation(triton, eager, tokens(1, 6, seed=2), cache_implementation="static")  # a short prompt: prefill over the cache too
 
 
 def test_left_padding():

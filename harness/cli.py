@@ -7,6 +7,8 @@ Subcommands:
   models   the model presets with parameter counts and weight bytes per precision
   env      the environment records are stamped with
   kernel   kernel microbenchmarks: our Triton kernels against PyTorch's (kernel attention)
+  compare  regression check of NEW against BASELINE (or a TOML reference); side-by-side environments
+  import-pytest-benchmark  pytest-benchmark JSON -> records
 
 Everything the user asked for is checked before any work starts; a mistake is
 one line on stderr and exit code 2, with nothing written.
@@ -25,7 +27,7 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-from harness import kernelbench  # noqa: E402
+from harness import compare, kernelbench, pytest_bench  # noqa: E402
 from workloads.errors import UserError  # noqa: E402
 
 DEFAULT_MODEL = {"cuda": "llama-3.2-1b", "cpu": "qwen2.5-0.5b"}
@@ -131,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print JSON")
 
     kernelbench.add_parser(sub)
+    compare.add_parser(sub)
+    pytest_bench.add_parser(sub)
     return parser
 
 
@@ -335,9 +339,12 @@ def cmd_models(args) -> int:
 
 def cmd_env(args) -> int:
     from harness.envinfo import capture
+    from harness.telemetry import device_identity
     from workloads.precision import resolve_device
 
-    env = capture(resolve_device(args.device))
+    device = resolve_device(args.device)
+    env = capture(device)
+    env.update({f"nvml_{k}": v for k, v in device_identity(device).items()})
     if args.json:
         print(json.dumps(env, indent=1))
     else:
@@ -348,7 +355,7 @@ def cmd_env(args) -> int:
 
 
 COMMANDS = {"decode": cmd_decode, "peak": cmd_peak, "report": cmd_report, "models": cmd_models, "env": cmd_env,
-            "kernel": kernelbench.main}
+            "kernel": kernelbench.main, "compare": compare.main, "import-pytest-benchmark": pytest_bench.main}
 
 
 def main(argv: list[str] | None = None) -> int:

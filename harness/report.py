@@ -14,7 +14,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import plots, roofline, tables
+from harness import plots, pytest_bench, roofline, tables
 from harness.ceilings import Ceilings, device_key, from_records
 from harness.records import read_records
 from workloads.errors import UserError
@@ -124,12 +124,14 @@ def build(inputs: list[Path], out: Path) -> tuple[Path, Path]:
     if not records:
         raise UserError(f"no records found under {', '.join(map(str, inputs))}; run `llmbench decode` first")
     ceilings = from_records(records)
-    decode, attention = defaultdict(list), defaultdict(list)
+    decode, attention, pytest_benchmarks = defaultdict(list), defaultdict(list), defaultdict(list)
     for r in records:
         if r.get("workload") == "decode" and r.get("status") == "ok":
             decode[device_key(r)].append(roofline.with_ceilings(r, ceilings.get(device_key(r))))
         elif r.get("workload") == "attention" and r.get("status") == "ok":
             attention[device_key(r)].append(r)
+        elif r.get("workload") == pytest_bench.WORKLOAD and r.get("status") == "ok":
+            pytest_benchmarks[device_key(r)].append(r)
     figures = out / "plots"
     md = ["# llmbench report", "",
           f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(records)} records in "
@@ -168,6 +170,7 @@ def build(inputs: list[Path], out: Path) -> tuple[Path, Path]:
                                    f"attention-{n}-{dtype}")
             if stem:
                 blocks.append(("img", stem))
+        blocks += pytest_bench.report_blocks(pytest_benchmarks.get(device, []))
         sections.append(blocks)
     stem = plots.devices(decode, figures, "devices")
     if stem:

@@ -4,7 +4,9 @@ For each precision the model is built once (same seed, so the same random draw
 in every precision), then each point gets ``warmup`` untimed generations and
 ``repeats`` timed ones with fresh prompts. A point that runs out of memory is
 recorded as ``oom`` and one that fails as ``failed``; the others go on. Every
-record is appended the moment it is complete.
+record is appended the moment it is complete. On a GPU that NVML can see, the
+timed generations are sampled for power, energy, clocks and throttling (the
+record's ``telemetry`` block, see ``harness.telemetry``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness import roofline
+from harness import roofline, telemetry
 from harness.ceilings import Ceilings
 from harness.memory import PeakMemory
 from harness.records import RECORDS_FILE, append_record, make_record
@@ -86,7 +88,8 @@ def point_fields(job: DecodeJob, precision: Precision, point: DecodePoint) -> di
     }
 
 
-def measure(workload: DecodeWorkload, point: DecodePoint, job: DecodeJob, bar: tqdm) -> dict:
+def measure(workload: DecodeWorkload, point: DecodePoint, job: DecodeJob, bar: tqdm) -> tuple[dict, dict]:
+    """Metrics of the timed generations, and the GPU telemetry sampled over them (empty without NVML)."""
     clock = StepClock(job.device)
     peak = PeakMemory(job.device)
     for i in range(job.warmup):
@@ -94,10 +97,12 @@ def measure(workload: DecodeWorkload, point: DecodePoint, job: DecodeJob, bar: t
         bar.update()
     peak.reset()
     timelines = []
-    for i in range(job.repeats):
-        timelines.append(workload.run(point, workload.prompt(point, i), clock))
-        bar.update()
-    return {**summarize(timelines, point), "peak_mem_bytes": peak.read(), "peak_mem_kind": peak.kind}
+    with telemetry.sample(job.device) as sampler:
+        for i in range(job.repeats):
+            timelines.append(workload.run(point, workload.prompt(point, i), clock))
+            bar.update()
+    metrics = {**summarize(timelines, point), "peak_mem_bytes": peak.read(), "peak_mem_kind": peak.kind}
+    return metrics, sampler.summary(tokens=job.repeats * point.batch_size * point.new_tokens)
 
 
 def failure(exc: BaseException) -> tuple[str, str]:
@@ -127,11 +132,11 @@ def run_decode(job: DecodeJob, run_id: str, env: dict, progress: bool = True) ->
                 try:
                     if build_error is not None:
                         raise build_error
-                    metrics = measure(workload, point, job, bar)
+                    metrics, tel = measure(workload, point, job, bar)
                     cost = workload.cost(point)
                     record = roofline.with_ceilings(make_record(
                         run_id=run_id, point=fields, metrics=metrics, cost=cost,
-                        derived=roofline.derive_decode(metrics, cost), env=env,
+                        derived=roofline.derive_decode(metrics, cost), env=env, telemetry=tel,
                     ), job.ceilings)
                     tqdm.write(
                         f"{precision.name} b={point.batch_size} p={point.prompt_len} n={point.new_tokens}: "

@@ -1,0 +1,339 @@
+"""``llmbench compare``: regression checks between runs, and one table across environments.
+
+``compare BASELINE NEW`` matches the records of two results folders (or records
+files) by their point, the fields that say what ran (workload, model, dtype,
+sizes, attention, cache, ...), not when or where it ran, and prints each metric's
+change. A metric regresses when it moves the wrong way (tokens/s down, times
+up) by more than ``--threshold``; then the command exits 1, so CI and cluster
+job scripts can gate on it. Where one side holds a point several times (runs
+appended to one folder), its latest completed record counts.
+
+BASELINE may instead be a TOML reference file, as HPC regression suites keep
+them (ReFrame's ``reference``): per point, expected values with lower/upper
+tolerances as fractions; a value outside its range, on either side, fails, and
+so does a reference point that NEW lacks::
+
+    [[point]]
+    workload = "decode"
+    model = "llama-3.2-1b"
+    dtype = "bf16"
+    batch_size = 1
+    [point.expect]
+    tokens_per_s = { value = 150.0, lower = -0.05, upper = 0.10 }
+    ttft_ms = { value = 20.0, upper = 0.10 }     # no lower bound
+
+A reference point lists only the fields it pins; every record of NEW that
+agrees on them is checked. ``--side-by-side`` prints the same points across
+several environments (devices, hosts) as columns instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from workloads.errors import UserError
+
+# Fields that say when, where or how well something ran, not what ran.
+NOT_POINT = {"schema_version", "run_id", "timestamp", "status", "error", "metrics", "cost", "derived", "env",
+             "telemetry", "device", "model_path"}
+HIGHER_IS_BETTER = {"tokens_per_s", "e2e_tokens_per_s", "samples_per_s", "achieved_gbps", "achieved_tflops",
+                    "prefill_gbps", "prefill_tflops", "mbu", "mfu", "tokens_per_joule", "ops"}
+LOWER_IS_BETTER = {"peak_mem_bytes", "energy_j", "joules_per_token", "power_w_mean"}
+DEFAULT_METRICS = ("tokens_per_s", "ttft_ms", "tpot_ms_p50", "step_ms_p50", "time_ms", "median_ms")
+BLOCKS = ("metrics", "derived", "telemetry")
+
+
+def add_parser(sub) -> None:
+    c = sub.add_parser(
+        "compare", help="compare runs (or a TOML reference) point by point; exit 1 on a regression",
+        description="Match the records of BASELINE and NEW by their point and print each metric's change. Exit "
+                    "code 1 when any metric regresses by more than the threshold (or leaves a TOML reference's "
+                    "range), 0 otherwise, 2 for bad input. With --side-by-side, one table of the same points "
+                    "across every environment (device and host) found in the inputs.",
+    )
+    c.add_argument("inputs", nargs="+", type=Path, metavar="RESULTS",
+                   help="BASELINE NEW: results folders, records files, or a reference .toml as BASELINE; "
+                        "with --side-by-side, any number of results folders")
+    c.add_argument("--metric", action="append", default=None, metavar="NAME[:higher|lower]",
+                   help="metric to compare (repeatable or comma-separated; from metrics, derived or telemetry); "
+                        f"default: those of {', '.join(DEFAULT_METRICS)} the records have. Metrics not known "
+                        "to llmbench need :higher or :lower")
+    c.add_argument("--threshold", default="5%", help="allowed change in the worse direction, in percent")
+    c.add_argument("--side-by-side", action="store_true", help="one column per environment instead of a check")
+
+
+def parse_threshold(text: str) -> float:
+    try:
+        value = float(text.strip().rstrip("%"))
+    except ValueError:
+        raise UserError(f"--threshold must be a percentage such as 5% or 2.5, got {text!r}") from None
+    if value < 0:
+        raise UserError(f"--threshold must not be negative, got {text!r}")
+    return value / 100
+
+
+def direction(name: str) -> str:
+    """'higher' or 'lower': which way is better for a metric llmbench knows."""
+    if name in HIGHER_IS_BETTER or name.endswith("_per_s") or name.startswith("tokens_per_s_"):
+        return "higher"
+    if name in LOWER_IS_BETTER or re.search(r"_ms(_p\d+)?$", name):
+        return "lower"
+    raise UserError(f"do not know whether more or less {name!r} is better; write --metric {name}:higher "
+                    f"or {name}:lower")
+
+
+def parse_metrics(values: list[str] | None) -> dict[str, str] | None:
+    """{metric: 'higher'|'lower'} from --metric arguments; None means the defaults."""
+    if not values:
+        return None
+    out = {}
+    for item in (v.strip() for value in values for v in value.split(",")):
+        if not item:
+            continue
+        name, _, way = item.partition(":")
+        if way and way not in ("higher", "lower"):
+            raise UserError(f"--metric {item}: the direction must be higher or lower")
+        out[name] = way or direction(name)
+    return out or None
+
+
+def value(record: dict, metric: str):
+    for block in BLOCKS:
+        v = record.get(block, {}).get(metric)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return v
+    return None
+
+
+def point_of(record: dict) -> tuple:
+    """The hashable identity of what a record measured."""
+    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in record.items() if k not in NOT_POINT))
+
+
+def label(key: tuple, varying: list[str]) -> str:
+    fields = dict(key)
+    return " ".join(f"{k}={json.loads(fields[k])}" for k in varying if k in fields) or "(all)"
+
+
+def varying_fields(keys) -> list[str]:
+    """Point fields whose value differs between the given points (what tells rows apart), in record order."""
+    values: dict[str, set] = {}
+    for key in keys:
+        for k, v in key:
+            values.setdefault(k, set()).add(v)
+    names = [k for k, vs in values.items() if len(vs) > 1 or any(k not in dict(key) for key in keys)]
+    preferred = ["workload", "name", "model", "attn", "dtype", "batch_size", "prompt_len", "new_tokens", "seq_len"]
+    return sorted(names, key=lambda k: (preferred.index(k) if k in preferred else len(preferred), k))
+
+
+def latest(records: list[dict]) -> dict[tuple, dict]:
+    """Per point, the latest completed record, else the latest record of any status."""
+    out: dict[tuple, dict] = {}
+    for r in sorted(records, key=lambda r: (r.get("status") == "ok", r.get("timestamp") or "")):
+        out[point_of(r)] = r
+    return out
+
+
+def _records(path: Path) -> list[dict]:
+    from harness.records import read_records
+
+    records = [r for r in read_records([path]) if r.get("workload") not in ("copy", "triad", "matmul")]
+    if not records:
+        raise UserError(f"no benchmark records under {path}")
+    return records
+
+
+def _metrics_for(pairs, chosen: dict[str, str] | None) -> dict[str, str]:
+    if chosen:
+        return chosen
+    present = {m for base, new in pairs for m in DEFAULT_METRICS if value(base, m) is not None}
+    return {m: direction(m) for m in DEFAULT_METRICS if m in present}
+
+
+def check(base, new, metric: str, way: str, threshold: float) -> dict:
+    change = (new - base) / base if base else None
+    worse = change is not None and (change < -threshold if way == "higher" else change > threshold)
+    better = change is not None and (change > threshold if way == "higher" else change < -threshold)
+    return {"base": base, "new": new, "change": None if change is None else 100 * change,
+            "status": "REGRESSED" if worse else "better" if better else "ok"}
+
+
+def compare_runs(baseline: list[dict], new: list[dict], metrics: dict[str, str] | None, threshold: float):
+    base_points, new_points = latest(baseline), latest(new)
+    common = [k for k in base_points if k in new_points]
+    if not common:
+        raise UserError("BASELINE and NEW have no point in common (same workload, model, dtype and sizes)")
+    chosen = _metrics_for([(base_points[k], new_points[k]) for k in common], metrics)
+    if not chosen:
+        raise UserError("the records have none of the default metrics; name one with --metric")
+    varying = varying_fields(common)
+    rows, failed = [], 0
+    for key in common:
+        b, n = base_points[key], new_points[key]
+        if n.get("status") != "ok" and b.get("status") == "ok":
+            rows.append({"point": label(key, varying), "status": f"NEW {n.get('status')}"})
+            failed += 1
+            continue
+        for metric, way in chosen.items():
+            bv, nv = value(b, metric), value(n, metric)
+            if bv is None or nv is None:
+                continue
+            row = {"point": label(key, varying), "metric": metric, "better": way, **check(bv, nv, metric, way, threshold)}
+            failed += row["status"] == "REGRESSED"
+            rows.append(row)
+    notes = []
+    only_base = [k for k in base_points if k not in new_points]
+    only_new = [k for k in new_points if k not in base_points]
+    if only_base:
+        notes.append(f"{len(only_base)} point(s) only in BASELINE (not compared)")
+    if only_new:
+        notes.append(f"{len(only_new)} point(s) only in NEW (not compared)")
+    return rows, failed, notes
+
+
+def load_reference(path: Path) -> list[tuple[dict, dict]]:
+    """[(point fields, {metric: (value, lower, upper)})] from a TOML reference file."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read reference {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"reference {path} is not valid TOML: {exc}") from None
+    points = data.get("point")
+    if not isinstance(points, list) or not points:
+        raise UserError(f"reference {path} has no [[point]] tables")
+    out = []
+    for i, entry in enumerate(points, 1):
+        expect = entry.get("expect") if isinstance(entry, dict) else None
+        if not isinstance(expect, dict) or not expect:
+            raise UserError(f"reference {path}: point {i} has no [point.expect] values")
+        checks = {}
+        for metric, spec in expect.items():
+            spec = spec if isinstance(spec, dict) else {"value": spec}
+            ref, lower, upper = spec.get("value"), spec.get("lower"), spec.get("upper")
+            if not all(isinstance(v, (int, float)) for v in (ref, lower or 0, upper or 0)) or \
+                    (lower or 0) > 0 or (upper or 0) < 0:
+                raise UserError(f"reference {path}: point {i}, {metric}: expected value = number, lower <= 0, "
+                                "upper >= 0 (fractions of value)")
+            checks[metric] = (ref, lower, upper)
+        out.append(({k: v for k, v in entry.items() if k != "expect"}, checks))
+    return out
+
+
+def compare_reference(reference: list[tuple[dict, dict]], new: list[dict]):
+    """Rows for each reference value against every NEW record of its point; out of range or missing fails."""
+    records = list(latest(new).values())
+    rows, failed = [], 0
+    for fields, checks in reference:
+        name = " ".join(f"{k}={v}" for k, v in fields.items()) or "(all)"
+        matching = [r for r in records if all(r.get(k) == v for k, v in fields.items())]
+        if not matching:
+            rows.append({"point": name, "status": "MISSING"})
+            failed += 1
+            continue
+        varying = varying_fields([point_of(r) for r in matching]) if len(matching) > 1 else []
+        for r in matching:
+            point = name + (" " + label(point_of(r), [k for k in varying if k not in fields]) if varying else "")
+            if r.get("status") != "ok":
+                rows.append({"point": point, "status": f"NEW {r.get('status')}"})
+                failed += 1
+                continue
+            for metric, (ref, lower, upper) in checks.items():
+                v = value(r, metric)
+                row = {"point": point, "metric": metric, "base": ref, "new": v,
+                       "range": f"[{'-inf' if lower is None else f'{100 * lower:+g}%'}, "
+                                f"{'+inf' if upper is None else f'{100 * upper:+g}%'}]"}
+                if v is None:
+                    row["status"] = "MISSING"
+                else:
+                    change = (v - ref) / ref if ref else 0.0
+                    low = lower is not None and change < lower
+                    high = upper is not None and change > upper
+                    row.update(change=100 * change, status="BELOW RANGE" if low else "ABOVE RANGE" if high else "ok")
+                failed += row["status"] != "ok"
+                rows.append(row)
+    return rows, failed
+
+
+def side_by_side(paths: list[Path], metrics: dict[str, str] | None) -> str:
+    """One table per metric: a row per point, a column per environment (device and host), and each
+    environment's speed relative to the first."""
+    from harness.ceilings import device_key
+    from harness.tables import render
+
+    by_env: dict[str, list[dict]] = {}
+    for path in paths:
+        for r in _records(path):
+            by_env.setdefault(device_key(r), []).append(r)
+    envs = list(by_env)
+    latest_by_env = {env: latest(rs) for env, rs in by_env.items()}
+    keys = list(dict.fromkeys(k for env in envs for k in latest_by_env[env]))
+    chosen = metrics or _metrics_for([(r, r) for env in envs for r in latest_by_env[env].values()], None)
+    if not chosen:
+        raise UserError("the records have none of the default metrics; name one with --metric")
+    varying = varying_fields(keys)
+    parts = [f"environments: {', '.join(f'[{i}] {e}' for i, e in enumerate(envs))}"]
+    for metric, way in chosen.items():
+        rows = []
+        for key in keys:
+            row = {"point": label(key, varying)}
+            for i, env in enumerate(envs):
+                r = latest_by_env[env].get(key)
+                row[i] = value(r, metric) if r and r.get("status") == "ok" else None
+            if all(row[i] is None for i in range(len(envs))):
+                continue
+            for i in range(1, len(envs)):
+                if row[0] and row[i]:
+                    row[f"x{i}"] = row[i] / row[0] if way == "higher" else row[0] / row[i]
+            rows.append(row)
+        if not rows:
+            continue
+        columns = [("point", "point", "")] + [(i, f"[{i}]", ".4g") for i in range(len(envs))]
+        columns += [(f"x{i}", f"[{i}] speed vs [0]", ".2f") for i in range(1, len(envs))]
+        parts += ["", f"{metric} ({way} is better)", render(rows, columns)]
+    return "\n".join(parts)
+
+
+COLUMNS = [("point", "point", ""), ("metric", "metric", ""), ("base", "baseline", ".4g"), ("new", "new", ".4g"),
+           ("change", "change %", "+.1f"), ("status", "status", "")]
+
+
+def main(args) -> int:
+    from harness.tables import render
+
+    metrics = parse_metrics(args.metric)
+    threshold = parse_threshold(args.threshold)
+    for path in args.inputs:
+        if not path.exists():
+            raise UserError(f"no results at {path}: not a file or folder")
+    if args.side_by_side:
+        print(side_by_side(args.inputs, metrics))
+        return 0
+    if len(args.inputs) != 2:
+        raise UserError("compare takes BASELINE and NEW (or --side-by-side with any number of folders)")
+    base_path, new_path = args.inputs
+    new = _records(new_path)
+    if base_path.suffix == ".toml":
+        rows, failed = compare_reference(load_reference(base_path), new)
+        columns = [*COLUMNS[:2], ("base", "reference", ".4g"), ("new", "new", ".4g"), ("change", "change %", "+.1f"),
+                   ("range", "allowed", ""), ("status", "status", "")]
+        print(render(rows, columns))
+        notes = []
+    else:
+        rows, failed, notes = compare_runs(_records(base_path), new, metrics, threshold)
+        print(render(rows, COLUMNS))
+        notes.insert(0, f"threshold {100 * threshold:g}% in the worse direction")
+    for note in notes:
+        print(note)
+    if failed:
+        print(f"llmbench compare: {failed} regression(s)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,4 +1,4 @@
-"""Kernel microbenchmarks: fused attention, ours against PyTorch's.
+"""Kernel microbenchmarks: fused attention and decode attention, ours against PyTorch's.
 
 A case is a callable that runs one attention forward, backward or both on fresh
 random inputs, with the cost the harness divides the time by (``cost.attention``:
@@ -14,6 +14,11 @@ dV for the backward). Implementations:
 
 Modes: ``fwd``; ``bwd`` (the backward alone, from a kept forward graph, as
 Triton's tutorial and FlashAttention's benchmarks time it); ``fwd+bwd``.
+
+Decode attention (one new token per sequence over a full KV cache of ``context``
+tokens; ``cost.decode_attention``: K and V read once, Q read, O written):
+``triton`` (ours, contiguous cache), ``triton-paged`` (ours, 16-token pages in
+shuffled order), ``sdpa`` (PyTorch's dispatch, GQA via ``enable_gqa``) and ``eager``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ SDPA_BACKENDS = {"sdpa-flash": "FLASH_ATTENTION", "sdpa-efficient": "EFFICIENT_A
                  "sdpa-cudnn": "CUDNN_ATTENTION", "sdpa-math": "MATH"}
 IMPLS = ("triton", *SDPA_BACKENDS, "eager")
 MODES = ("fwd", "bwd", "fwd+bwd")
+DECODE_IMPLS = ("triton", "triton-paged", "sdpa", "eager")
+PAGE_SIZE = 16
 
 
 class Unsupported(Exception):
@@ -149,3 +156,76 @@ def attention_case(point: AttentionPoint, precision: Precision, device: torch.de
                 forward(q, k, v).backward(grad_out)
         fn()
     return KernelCase(fn, attention_cost(point, elem_bytes), [q, k, v] if backward else [])
+
+
+@dataclass(frozen=True)
+class DecodeAttentionPoint:
+    impl: str
+    batch_size: int
+    heads: int
+    kv_heads: int
+    context: int
+    head_dim: int
+
+    def fields(self) -> dict:
+        return asdict(self)
+
+
+def check_decode_point(point: DecodeAttentionPoint) -> None:
+    if point.impl not in DECODE_IMPLS:
+        raise UserError(f"unknown implementation {point.impl!r}; choose from {', '.join(DECODE_IMPLS)}")
+    if min(point.batch_size, point.heads, point.kv_heads, point.context, point.head_dim) < 1:
+        raise UserError("batch size, heads, KV heads, context and head dim must be positive")
+    if point.heads % point.kv_heads:
+        raise UserError(f"query heads ({point.heads}) must be a multiple of KV heads ({point.kv_heads})")
+
+
+def decode_attention_cost(point: DecodeAttentionPoint, elem_bytes: int) -> cost.Cost:
+    return cost.decode_attention([point.context] * point.batch_size, point.heads, point.kv_heads, point.head_dim,
+                                 elem_bytes)
+
+
+def decode_attention_case(point: DecodeAttentionPoint, precision: Precision, device: torch.device,
+                          seed: int = 0) -> KernelCase:
+    """A full cache of ``context`` tokens per sequence and one new query token; runs the call once."""
+    if point.impl.startswith("triton") and device.type != "cuda":
+        raise Unsupported("our Triton kernel needs a CUDA GPU")
+    gen = torch.Generator(device=device).manual_seed(seed)
+    batch, ctx, dim = point.batch_size, point.context, point.head_dim
+    q = torch.randn(batch, point.heads, 1, dim, generator=gen, device=device, dtype=precision.dtype)
+    scale = 1.0 / math.sqrt(dim)
+    if point.impl == "triton-paged":
+        from kernels.decode_attention import decode_attention
+
+        pages = -(-ctx // PAGE_SIZE)
+        shape = (batch * pages, PAGE_SIZE, point.kv_heads, dim)
+        k, v = (torch.randn(shape, generator=gen, device=device, dtype=precision.dtype) for _ in range(2))
+        table = torch.randperm(batch * pages, generator=gen, device=device).reshape(batch, pages).int()
+        lengths = torch.full((batch,), ctx, dtype=torch.int32, device=device)
+
+        def fn():
+            return decode_attention(q, k, v, lengths, scale=scale, block_table=table)
+    else:
+        shape = (batch, point.kv_heads, ctx, dim)
+        k, v = (torch.randn(shape, generator=gen, device=device, dtype=precision.dtype) for _ in range(2))
+        if point.impl == "triton":
+            from kernels.decode_attention import decode_attention
+
+            lengths = torch.full((batch,), ctx, dtype=torch.int32, device=device)
+
+            def fn():
+                return decode_attention(q, k, v, lengths, scale=scale)
+        elif point.impl == "sdpa":
+            def fn():
+                return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=point.heads != point.kv_heads)
+        else:
+            def fn():
+                return _eager(q, k, v, False, scale)
+    with torch.no_grad():
+        try:
+            fn()
+        except RuntimeError as exc:
+            if isinstance(exc, torch.OutOfMemoryError):
+                raise
+            raise Unsupported(str(exc).strip().splitlines()[0][:300]) from None
+    return KernelCase(fn, decode_attention_cost(point, precision.bytes_per_element), [])

@@ -62,3 +62,23 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_decode_attention_sweep(tmp_path, capsys):
+    code = cli.main(["kernel", "decode-attention", "--context", "40,100", "--batch-size", "2", "--heads", "8",
+                     "--gqa", "4", "--head-dim", "16", "--dtype", "fp32", "--no-progress", "--no-ceilings",
+                     "--device", "cpu", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    recs = read_records([tmp_path / "records.jsonl"])
+    assert len(recs) == 4 * 2 and {r["workload"] for r in recs} == {"decode-attention"}
+    for r in recs:
+        if r["attn"].startswith("triton"):
+            assert r["status"] == "skipped"
+            continue
+        assert r["status"] == "ok" and r["kv_heads"] == 2
+        # K and V of every cached token once, plus Q and O, in fp32
+        kv = 2 * 2 * 2 * r["context"] * 16 * 4
+        assert r["cost"]["bytes"] == kv + 2 * 2 * 8 * 16 * 4
+        assert r["derived"]["achieved_gbps"] == pytest.approx(r["cost"]["bytes"] / r["metrics"]["time_ms"] / 1e6)
+    assert "x sdpa" in out and "skipped triton-paged at 2 point(s)" in out

@@ -6,6 +6,7 @@ Subcommands:
   report   roofline report (Markdown, HTML, plots) from the records of one or more runs
   models   the model presets with parameter counts and weight bytes per precision
   env      the environment records are stamped with
+  sweep    sweeps from a TOML matrix: plan, run here, submit as SLURM arrays, task, status, collect
 
 Everything the user asked for is checked before any work starts; a mistake is
 one line on stderr and exit code 2, with nothing written.
@@ -24,6 +25,7 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
+from harness import sweep  # noqa: E402
 from workloads.errors import UserError  # noqa: E402
 
 DEFAULT_MODEL = {"cuda": "llama-3.2-1b", "cpu": "qwen2.5-0.5b"}
@@ -126,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("env", help="print the environment records are stamped with")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     e.add_argument("--json", action="store_true", help="print JSON")
+    sweep.add_parser(sub)
     return parser
 
 
@@ -340,7 +343,8 @@ def cmd_env(args) -> int:
     return 0
 
 
-COMMANDS = {"decode": cmd_decode, "peak": cmd_peak, "report": cmd_report, "models": cmd_models, "env": cmd_env}
+COMMANDS = {"decode": cmd_decode, "peak": cmd_peak, "report": cmd_report, "models": cmd_models, "env": cmd_env,
+            "sweep": sweep.main}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,11 @@ the records into ``records.jsonl`` (atomic appends) stamped with the sweep name,
 point id, index and attempt. Status comes from the task files only, because many
 clusters have no SLURM accounting.
 
+Array tasks call ``python -m harness.sweep task DIR --index I``: the same
+command as ``llmbench sweep task``, without loading torch and transformers into
+the wrapper (the point's own process loads them), which matters when thousands
+of tasks start from a shared file system.
+
 Workloads that run distributed (their subcommand has ``--nproc``) launch under
 ``torchrun --standalone`` with ``nproc`` processes, by default the GPUs per task.
 """
@@ -53,6 +58,7 @@ SWEEP_KEYS = ("name", "workload", "out", "params", "matrix", "include", "exclude
 SET_BY_SWEEP = ("out", "help")
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
+CEILING_WORKLOADS = ("copy", "triad", "matmul")  # harness.ceilings', named here to keep torch out of the wrapper
 STATES = ("done", "failed", "oom", "running", "pending")
 TAIL_CHARS = 2000
 OOM_MARKERS = ("OutOfMemoryError", "CUDA out of memory", "out of memory")
@@ -339,7 +345,6 @@ def point_command(point: dict, python: str, out: Path) -> list[str]:
 def _seed_ceilings(records: Path, stage: Path) -> int:
     """Copy the ceilings already measured in this sweep into the staging file, so a point does not
     measure them again; returns the staging file's size (new records start there)."""
-    from harness.ceilings import CEILING_WORKLOADS
     from harness.records import append_record, read_records
 
     if records.exists():
@@ -477,9 +482,9 @@ def cmd_run(args) -> int:
 def scripts(manifest: dict, opts: SlurmOptions) -> tuple[str, str]:
     directory = Path(manifest["dir"])
     python = opts.python or manifest["python"]
-    array = backend.render("array", manifest["name"], [python, "-m", "harness", "sweep", "task", str(directory)],
+    array = backend.render("array", manifest["name"], [python, "-m", "harness.sweep", "task", str(directory)],
                            opts, directory / MANIFEST, directory / "sweep.sbatch")
-    collect_script = backend.render("collect", manifest["name"], [python, "-m", "harness", "sweep", "collect",
+    collect_script = backend.render("collect", manifest["name"], [python, "-m", "harness.sweep", "collect",
                                                                   str(directory)],
                                     opts, directory / MANIFEST, directory / "collect.sbatch")
     return array, collect_script
@@ -625,3 +630,19 @@ def main(args) -> int:
         print_status(args.directory)
         return 0
     return collect(args.directory)
+
+
+def standalone(argv: list[str] | None = None) -> int:
+    """``python -m harness.sweep STEP ...``: ``llmbench sweep STEP ...`` without the other subcommands' imports."""
+    parser = argparse.ArgumentParser(prog="llmbench")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return main(args)
+    except UserError as exc:
+        print(f"llmbench sweep: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(standalone())

@@ -248,6 +248,8 @@ def from_dict(data: dict, out_override: Path | None = None) -> Sweep:
             if slurm.gpus_per_task and nproc > slurm.gpus_per_task:
                 raise UserError(f"a point asks for nproc = {nproc} but [slurm] gpus_per_task is {slurm.gpus_per_task}")
         points.append(Point(len(points), pid, workload, raw, argv, nproc))
+    if not points:
+        raise UserError("every combination of the matrix is excluded: the sweep has no points")
     return Sweep(name, Path(out).absolute(), points, slurm, _table(data, "slurm"))
 
 
@@ -424,6 +426,8 @@ def run_task(directory: Path, index: int, quiet: bool = False) -> str:
     else:
         outcome = "failed"
         error = tail if tail.strip() else f"exit code {returncode} and no output"
+        if returncode < 0:
+            error = f"killed by {signal.Signals(-returncode).name} (out of host memory, or by hand?)\n{tail}"
         if returncode == 0:
             error = f"the command exited 0 but wrote no record\n{tail}"
     stamp = {"sweep": manifest["name"], "sweep_point_id": point["id"], "sweep_index": index, "sweep_attempt": attempt}
@@ -507,8 +511,6 @@ def cmd_submit(args) -> int:
             print(f"nothing to resubmit: {counts(states)['done']} done, {counts(states)['oom']} out of memory")
             return 0
         opts = SlurmOptions.from_table(manifest["slurm"])
-        array_text = (directory / "sweep.sbatch").read_text()
-        collect_text = (directory / "collect.sbatch").read_text()
     else:
         if target.is_dir():
             raise UserError(f"{target} is a folder: resubmit its missing points with "
@@ -521,7 +523,7 @@ def cmd_submit(args) -> int:
             raise UserError(f"{directory} already holds a sweep; resubmit its missing points with "
                             f"`llmbench sweep submit {directory} --resume`, or choose another out")
         indices = [p.index for p in sweep.points]
-        array_text, collect_text = scripts(manifest, opts)
+    array_text, collect_text = scripts(manifest, opts)
     chunks = backend.array_chunks(indices, backend.max_array_size())
     log_dir = directory / "logs"
     array_cmds = [backend.array_command(directory / "sweep.sbatch", c, opts.max_concurrent, log_dir) for c in chunks]
@@ -534,8 +536,8 @@ def cmd_submit(args) -> int:
         return 0
     if not args.resume:
         manifest = prepare(sweep, manifest["python"])
-        (directory / "sweep.sbatch").write_text(array_text)
-        (directory / "collect.sbatch").write_text(collect_text)
+    (directory / "sweep.sbatch").write_text(array_text)
+    (directory / "collect.sbatch").write_text(collect_text)
     ids = []
     try:
         for cmd, chunk in zip(array_cmds, chunks):
@@ -544,12 +546,28 @@ def cmd_submit(args) -> int:
                                      "offset": chunk.offset, "points": len(chunk.indices), "submitted": _now()})
         collect_id = backend.submit(backend.collect_command(directory / "collect.sbatch", ids, log_dir))
         manifest["jobs"].append({"id": collect_id, "kind": "collect", "after": ids, "submitted": _now()})
-    finally:
+    except UserError as exc:
+        if not ids and not args.resume:  # nothing reached the queue: leave no sweep behind, so the file can be fixed
+            _remove_new_sweep(directory)
+            raise
         _write_json(directory / MANIFEST, manifest)
+        raise UserError(f"{exc}; job(s) {', '.join(ids)} went in before that (see {directory / MANIFEST}); "
+                        f"after fixing, `llmbench sweep submit {directory} --resume`") from None
+    _write_json(directory / MANIFEST, manifest)
     print(f"submitted {len(indices)} point(s) of sweep {manifest['name']} as array job(s) {', '.join(ids)}; "
           f"collect job {collect_id} writes the report when they end")
     print(f"follow with: llmbench sweep status {directory}")
     return 0
+
+
+def _remove_new_sweep(directory: Path) -> None:
+    for name in (MANIFEST, "sweep.sbatch", "collect.sbatch"):
+        (directory / name).unlink(missing_ok=True)
+    for sub in ("tasks", "logs", ""):
+        try:
+            (directory / sub).rmdir()
+        except OSError:  # not empty: it held something before
+            pass
 
 
 def print_status(directory: Path) -> dict[str, int]:

@@ -102,6 +102,7 @@ def test_ten_thousand_points(tmp_path):
     ('name = "a b"\nworkload = "decode"\n[matrix]\nseed = [1]\n', "needs a name"),
     ('name = "t"\nworkload = "decode"\n', "empty matrix"),
     ('name = "t"\nworkload = "decode"\n[matrix]\nseed = []\n', "matrix.seed must be a non-empty list"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1, 2]\n[[exclude]]\nseed = [1, 2]\n', "every combination"),
     ('name = "t"\n[matrix]\nseed = [1]\n', "needs a workload"),
     ('name = "t"\nworkload = "decod"\n[matrix]\nseed = [1]\n', "unknown workload 'decod' (did you mean 'decode'?)"),
     ('name = "t"\nworkload = "models"\n[matrix]\nformat = ["csv"]\n', "has no --out option"),
@@ -299,6 +300,7 @@ def test_sbatch_refusal_is_one_clear_line(tmp_path, fake_slurm, capsys):
                                        "exit 1\n")
     assert cli.main(["sweep", "submit", str(write(tmp_path, BASE))]) == 2
     assert "sbatch refused the job: sbatch: error: invalid partition specified: acc" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing queued, nothing left behind: fix the file and submit again
 
 
 def fake_point(monkeypatch, code):

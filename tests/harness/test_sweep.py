@@ -377,3 +377,28 @@ def test_local_run_of_tiny_points(tmp_path, capsys):
         ("tiny-gpt2", "ok", 0), (str(tmp_path / "missing"), "failed", 1)]
     assert "does not exist" in json.loads((out / "tasks" / "1.json").read_text())["error"]
     assert (out / "report" / "report.md").exists() and (out / "logs" / "point-0.log").read_text()
+
+
+def test_time_limit_sigterm_marks_the_point_failed(tmp_path, monkeypatch):
+    import signal
+    import threading
+
+    before = signal.getsignal(signal.SIGTERM)
+    s = plan(tmp_path, BASE)
+    sweep.prepare(s, sys.executable)
+    fake_point(monkeypatch, "import sys, time; print('sleep' + 'ing', flush=True); time.sleep(60)")
+    log = s.out / "logs" / "point-0.log"
+    # wait for the point's own output (the log's header already holds its code), then play the time limit
+    threading.Thread(target=lambda: (_wait_for_text(log, "sleeping\n"), os.kill(os.getpid(), signal.SIGTERM))).start()
+    assert sweep.run_task(s.out, 0, quiet=True) == "failed"
+    task = json.loads((s.out / "tasks" / "0.json").read_text())
+    assert task["error"].startswith("terminated by SIGTERM") and "sleeping" in task["error"]
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler lives only while the point runs
+
+
+def _wait_for_text(path, text, timeout=60):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (path.exists() and text in path.read_text()):
+        time.sleep(0.05)

@@ -35,6 +35,7 @@ import hashlib
 import itertools
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -130,7 +131,7 @@ class Options:
 
     def _convert(self, key: str, value) -> list[str]:
         if key in SET_BY_SWEEP:
-            raise UserError(f"{key!r} is set by the sweep itself; use the top-level out = \"...\" for the results folder")
+            raise UserError(f"{key!r} is set by the sweep itself; the results folder is the top-level out = \"...\"")
         if key not in self.actions:
             raise UserError(f"`llmbench {self.workload}` has no option --{key.replace('_', '-')}"
                             f"{_suggest(key, self.actions)}")
@@ -391,11 +392,12 @@ def run_task(directory: Path, index: int, quiet: bool = False) -> str:
              **{key: os.environ.get(var) for key, var in SLURM_IDS.items()}, "command": command, "log": str(log)}
     _write_json(path, state)
     if not quiet:
-        print("+ " + " ".join(command), file=sys.stderr, flush=True)
+        print("+ " + shlex.join(command), file=sys.stderr, flush=True)
 
     terminated = []
     with open(log, "ab") as handle:
-        handle.write(f"=== attempt {attempt} at {state['started']} on {state['host']}: {' '.join(command)}\n".encode())
+        header = f"=== attempt {attempt} at {state['started']} on {state['host']}: {shlex.join(command)}\n"
+        handle.write(header.encode())
         handle.flush()
         log_start = handle.tell()
         cwd = manifest["cwd"] if Path(manifest["cwd"]).is_dir() else None
@@ -454,7 +456,7 @@ def cmd_plan(args) -> int:
     print(f"sweep {sweep.name}: {len(sweep.points)} points, planned in {elapsed:.2f} s; results in {sweep.out}")
     for p in sweep.points[:args.limit]:
         launcher = f"torchrun x{p.nproc} " if p.nproc > 1 else ""
-        print(f"  {p.index:>5}  {p.id}  {launcher}llmbench {' '.join(p.argv)}")
+        print(f"  {p.index:>5}  {p.id}  {launcher}llmbench {shlex.join(p.argv)}")
     if len(sweep.points) > args.limit:
         print(f"  ... and {len(sweep.points) - args.limit} more")
     return 0
@@ -475,7 +477,7 @@ def cmd_run(args) -> int:
             point = manifest["points"][index]
             began = time.perf_counter()
             outcome = run_task(directory, index, quiet=True)
-            tqdm.write(f"[{index}] {point['id']} llmbench {' '.join(point['argv'])}: {outcome} "
+            tqdm.write(f"[{index}] {point['id']} llmbench {shlex.join(point['argv'])}: {outcome} "
                        f"({time.perf_counter() - began:.1f} s)", file=sys.stderr)
     tally = print_status(directory)
     if not args.no_report:
@@ -580,7 +582,8 @@ def print_status(directory: Path) -> dict[str, int]:
         if s["state"] in ("failed", "oom"):
             point = manifest["points"][s["index"]]
             last = (s.get("error") or "").strip().splitlines()[-1:] or [""]
-            print(f"  {s['state']:>6}  [{s['index']}] {point['id']} llmbench {' '.join(point['argv'])}: {last[0][:160]}")
+            print(f"  {s['state']:>6}  [{s['index']}] {point['id']} llmbench {shlex.join(point['argv'])}: "
+                  f"{last[0][:160]}")
     return tally
 
 

@@ -6,6 +6,7 @@ Subcommands:
   report   roofline report (Markdown, HTML, plots) from the records of one or more runs
   models   the model presets with parameter counts and weight bytes per precision
   env      the environment records are stamped with
+  kernel   kernel microbenchmarks: our Triton kernels against PyTorch's (kernel attention)
   sweep    sweeps from a TOML matrix: plan, run here, submit as SLURM arrays, task, status, collect
 
 Everything the user asked for is checked before any work starts; a mistake is
@@ -25,7 +26,7 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-from harness import sweep  # noqa: E402
+from harness import kernelbench, sweep  # noqa: E402
 from workloads.errors import UserError  # noqa: E402
 
 DEFAULT_MODEL = {"cuda": "llama-3.2-1b", "cpu": "qwen2.5-0.5b"}
@@ -53,7 +54,8 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from workloads.decode import ATTN_IMPLEMENTATIONS, CACHES
+    from workloads.attention import ATTN_IMPLEMENTATIONS
+    from workloads.decode import CACHES
 
     parser = argparse.ArgumentParser(
         prog="llmbench",
@@ -128,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("env", help="print the environment records are stamped with")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     e.add_argument("--json", action="store_true", help="print JSON")
+
+    kernelbench.add_parser(sub)
     sweep.add_parser(sub)
     return parser
 
@@ -136,6 +140,7 @@ def cmd_decode(args) -> int:
     from harness.envinfo import capture, device_name
     from harness.records import new_run_id
     from harness.runner import DecodeJob, run_decode
+    from workloads.attention import check_attn
     from workloads.decode import DecodePoint, GenerationOptions, check_point
     from workloads.precision import check_supported, parse_precision, resolve_device
     from workloads.presets import resolve_model
@@ -149,6 +154,7 @@ def cmd_decode(args) -> int:
         raise UserError(f"--dtype lists a precision twice: {args.dtype}")
     for precision in precisions:
         check_supported(precision, device)
+    check_attn(args.attn, device)
     points = [
         DecodePoint(b, p, n) for b in args.batch_size for p in args.prompt_len for n in args.new_tokens
     ]
@@ -162,7 +168,7 @@ def cmd_decode(args) -> int:
     options.validate(device)
     if args.repeats < 1:
         raise UserError("--repeats must be at least 1")
-    _check_writable(args.out)
+    check_writable(args.out)
 
     print(f"llmbench decode: {spec.name} on {device} ({device_name(device)}), "
           f"{', '.join(p.name for p in precisions)}, {len(points)} point(s)", file=sys.stderr)
@@ -181,7 +187,7 @@ def cmd_decode(args) -> int:
     return 0
 
 
-def _check_writable(out: Path) -> None:
+def check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -262,7 +268,7 @@ def cmd_peak(args) -> int:
             check_supported(precision, device)
     if args.buffer_mb == 0 or args.matmul_n == 0:
         raise UserError("--buffer-mb and --matmul-n must be positive")
-    _check_writable(args.out)
+    check_writable(args.out)
     env = capture(device)
     records = ceilings.measure(device, precisions, new_run_id(), env,
                                args.buffer_mb << 20 if args.buffer_mb else None, args.matmul_n)
@@ -290,7 +296,7 @@ def cmd_report(args) -> int:
 
     first = args.inputs[0]
     out = args.out or ((first if first.is_dir() else first.parent) / "report")
-    _check_writable(out)
+    check_writable(out)
     md, html = build(args.inputs, out)
     print(f"report: {html}\n        {md}")
     return 0
@@ -344,7 +350,7 @@ def cmd_env(args) -> int:
 
 
 COMMANDS = {"decode": cmd_decode, "peak": cmd_peak, "report": cmd_report, "models": cmd_models, "env": cmd_env,
-            "sweep": sweep.main}
+            "kernel": kernelbench.main, "sweep": sweep.main}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -151,3 +151,45 @@ def devices(records_by_device: dict[str, list[dict]], out: Path, stem: str) -> s
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out, stem)
+
+
+MODES = ["fwd", "bwd", "fwd+bwd"]
+IMPL_STYLE = {"triton": ("#d62728", "o"), "sdpa-flash": ("#1f77b4", "s"), "sdpa-efficient": ("#17becf", "D"),
+              "sdpa-cudnn": ("#9467bd", "v"), "sdpa-math": ("#8c564b", "x"), "eager": ("#7f7f7f", "^")}
+
+
+def attention(device: str, records: list[dict], peak_tflops: float | None, out: Path, stem: str) -> str | None:
+    """Attention TFLOP/s against sequence length for one precision: one panel per (mode, causal,
+    head dim, heads), one line per implementation, the measured matmul ceiling dashed."""
+    panels = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        key = (r["mode"], r["causal"], r["head_dim"], r["heads"], r["kv_heads"])
+        panels[key][r["attn"]].append((r["seq_len"], r["derived"]["achieved_tflops"]))
+    if not panels:
+        return None
+    keys = sorted(panels, key=lambda k: (MODES.index(k[0]), not k[1], k[2], k[3], k[4]))
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        mode, causal, head_dim, heads, kv_heads = key
+        for impl, pts in sorted(panels[key].items(), key=lambda item: list(IMPL_STYLE).index(item[0])):
+            pts.sort()
+            color, marker = IMPL_STYLE.get(impl, ("#333333", "."))
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, marker=marker, label=impl)
+        if peak_tflops:
+            ax.axhline(peak_tflops, color="black", ls="--", lw=1, label="measured matmul peak")
+        gqa = "" if heads == kv_heads else f", {heads}/{kv_heads} heads"
+        ax.set_title(f"{mode}, {'causal' if causal else 'non-causal'}, head dim {head_dim}{gqa}", fontsize=9)
+        ax.set_xscale("log", base=2)
+        ticks = sorted({p[0] for pts in panels[key].values() for p in pts})
+        ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=8)
+        ax.minorticks_off()
+        ax.set_xlabel("sequence length")
+        ax.set_ylabel("TFLOP/s")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.suptitle(f"Fused attention, {records[0]['dtype']}: {device}", fontsize=11)
+    return _save(fig, out, stem)

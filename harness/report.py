@@ -57,6 +57,48 @@ def ceiling_rows(c: Ceilings) -> list[dict]:
     return rows
 
 
+def attention_tables(rs: list[dict]) -> list[tuple]:
+    """Report blocks: per precision and mode, TFLOP/s of each implementation side by side per point,
+    and ours over SDPA's flash backend."""
+    blocks = []
+    for dtype, mode in sorted({(r["dtype"], r["mode"]) for r in rs},
+                              key=lambda k: (plots.ORDER.index(k[0]) if k[0] in plots.ORDER else 9,
+                                             plots.MODES.index(k[1]))):
+        group = [r for r in rs if (r["dtype"], r["mode"]) == (dtype, mode)]
+        impls = [i for i in plots.IMPL_STYLE if any(r["attn"] == i for r in group)]
+        rows = {}
+        for r in sorted(group, key=lambda r: (not r["causal"], r["head_dim"], r["kv_heads"], r["seq_len"])):
+            key = (r["causal"], r["head_dim"], r["heads"], r["kv_heads"], r["seq_len"], r["batch_size"])
+            row = rows.setdefault(key, {"causal": "yes" if r["causal"] else "no", "head_dim": r["head_dim"],
+                                        "heads": f"{r['heads']}/{r['kv_heads']}", "seq_len": r["seq_len"],
+                                        "batch_size": r["batch_size"]})
+            row[r["attn"]] = r["derived"]["achieved_tflops"]
+            row[f"{r['attn']}_ms"] = r["metrics"]["time_ms"]
+        for row in rows.values():
+            if "triton_ms" in row and "sdpa-flash_ms" in row:
+                row["ratio"] = row["sdpa-flash_ms"] / row["triton_ms"]
+        columns = [("causal", "causal", ""), ("head_dim", "head dim", "d"), ("heads", "heads/kv", ""),
+                   ("seq_len", "seq", "d"), ("batch_size", "batch", "d")]
+        columns += [(impl, f"{impl} TFLOP/s", ".4g") for impl in impls]
+        if "triton" in impls and "sdpa-flash" in impls:
+            columns.append(("ratio", "triton speed / sdpa-flash", ".2f"))
+        blocks += [("h3", f"Attention, {dtype}, {mode}"), ("table", list(rows.values()), columns)]
+    return blocks
+
+
+def _not_completed(failed: list[dict]) -> list[dict]:
+    """One row per distinct (workload, implementation, model, dtype, status, reason), with a count:
+    a backend skipped at every point of a sweep is one line, not hundreds."""
+    counts: dict[tuple, int] = {}
+    for r in failed:
+        reason = (r.get("error") or "").strip().splitlines()
+        key = (r.get("workload"), r.get("attn"), r.get("model"), r.get("dtype"), r["status"],
+               reason[-1][:120] if reason else "")
+        counts[key] = counts.get(key, 0) + 1
+    fields = ("workload", "attn", "model", "dtype", "status", "error")
+    return [{**dict(zip(fields, key)), "points": n} for key, n in counts.items()]
+
+
 def _explain(rs: list[dict]) -> str:
     """One sentence on bf16 vs fp32 where both ran the same point."""
     by_point = defaultdict(dict)
@@ -82,10 +124,12 @@ def build(inputs: list[Path], out: Path) -> tuple[Path, Path]:
     if not records:
         raise UserError(f"no records found under {', '.join(map(str, inputs))}; run `llmbench decode` first")
     ceilings = from_records(records)
-    decode = defaultdict(list)
+    decode, attention = defaultdict(list), defaultdict(list)
     for r in records:
         if r.get("workload") == "decode" and r.get("status") == "ok":
             decode[device_key(r)].append(roofline.with_ceilings(r, ceilings.get(device_key(r))))
+        elif r.get("workload") == "attention" and r.get("status") == "ok":
+            attention[device_key(r)].append(r)
     figures = out / "plots"
     md = ["# llmbench report", "",
           f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(records)} records in "
@@ -94,7 +138,7 @@ def build(inputs: list[Path], out: Path) -> tuple[Path, Path]:
           "+ KV written.", ""]
     sections = []  # (heading, markdown body, html body) per block, rendered to both formats
     failed = [r for r in records if r.get("status") not in ("ok", None)]
-    for n, device in enumerate(sorted(set(ceilings) | set(decode))):
+    for n, device in enumerate(sorted(set(ceilings) | set(decode) | set(attention))):
         c, rs = ceilings.get(device), decode.get(device, [])
         blocks = [("h2", device)]
         if c and (c.copy_gbps or c.matmul_tflops):
@@ -116,15 +160,22 @@ def build(inputs: list[Path], out: Path) -> tuple[Path, Path]:
         ):
             if stem:
                 blocks.append(("img", stem))
+        att = attention.get(device, [])
+        blocks += attention_tables(att)
+        for dtype in sorted({r["dtype"] for r in att}):
+            peak = c.matmul_tflops.get(dtype) if c else None
+            stem = plots.attention(device, [r for r in att if r["dtype"] == dtype], peak, figures,
+                                   f"attention-{n}-{dtype}")
+            if stem:
+                blocks.append(("img", stem))
         sections.append(blocks)
     stem = plots.devices(decode, figures, "devices")
     if stem:
         sections.append([("h2", "Across devices"), ("img", stem)])
     if failed:
-        rows = [{"workload": r.get("workload"), "model": r.get("model"), "dtype": r.get("dtype"),
-                 "status": r["status"], "error": (r.get("error") or "").splitlines()[-1][:120]} for r in failed]
+        columns = [(k, k, "") for k in ("workload", "attn", "model", "dtype", "status", "error")]
         sections.append([("h2", "Points that did not complete"),
-                         ("table", rows, [(k, k, "") for k in ("workload", "model", "dtype", "status", "error")])])
+                         ("table", _not_completed(failed), [*columns, ("points", "points", "d")])])
 
     html_parts = []
     for blocks in sections:

@@ -1,9 +1,10 @@
 """Sweeps: a TOML matrix expanded into points, each one plain ``llmbench`` command line.
 
 A sweep file names a workload (any ``llmbench`` subcommand with an ``--out``
-option), fixed ``[params]``, a ``[matrix]`` of axes whose every combination is a
-point, ``[[exclude]]`` rules that drop combinations and ``[[include]]`` points
-added as written, and a ``[slurm]`` section (see ``slurm.backend``). Keys are the
+option, e.g. ``decode`` or ``kernel attention``), fixed ``[params]``, a
+``[matrix]`` of axes whose every combination is a point, ``[[exclude]]`` rules
+that drop combinations and ``[[include]]`` points added as written, and a
+``[slurm]`` section (see ``slurm.backend``). Keys are the
 subcommand's long options with ``-`` written ``_``; they are checked against the
 subcommand's own argument parser when the sweep is planned, so a typo fails
 before anything runs. A point's id is a hash of its workload and parameters:
@@ -100,25 +101,33 @@ def point_id(workload: str, params: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> dict:
+    return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+
 class Options:
     """The long options of one ``llmbench`` subcommand, read from its real argument parser."""
 
     def __init__(self, workload: str):
         from harness.cli import build_parser
 
-        parser = build_parser()
-        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-        if workload not in commands:
-            raise UserError(f"unknown workload {workload!r}{_suggest(workload, commands)}; "
-                            f"llmbench has: {', '.join(c for c in commands if c != 'sweep')}")
+        parser, prefix = build_parser(), "llmbench"
+        for word in workload.split() or [""]:
+            commands = _subcommands(parser)
+            if word not in commands:
+                known = ", ".join(c for c in commands if c != "sweep") or "no subcommands"
+                raise UserError(f"unknown workload {workload!r}{_suggest(word, commands)}: `{prefix}` has {known}")
+            parser, prefix = commands[word], f"{prefix} {word}"
         self.workload = workload
+        self.words = workload.split()
         self.actions = {}
-        for action in commands[workload]._actions:
+        for action in parser._actions:
             for option in action.option_strings:
                 if option.startswith("--"):
                     self.actions[option[2:].replace("-", "_")] = (option, action)
         if "out" not in self.actions:
-            raise UserError(f"`llmbench {workload}` has no --out option, so it cannot run as a sweep point")
+            more = f" (workload = \"{workload} {next(iter(_subcommands(parser)))}\"?)" if _subcommands(parser) else ""
+            raise UserError(f"`{prefix}` has no --out option, so it cannot run as a sweep point{more}")
         self.distributed = "nproc" in self.actions
         self._cache: dict = {}
 
@@ -238,7 +247,7 @@ def from_dict(data: dict, out_override: Path | None = None) -> Sweep:
         if pid in seen:
             continue
         seen.add(pid)
-        argv = [workload]
+        argv = list(opts.words)
         for key, value in raw.items():
             argv += opts.args(key, value)
         nproc = 1

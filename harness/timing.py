@@ -61,20 +61,24 @@ def spread(values, prefix: str) -> dict[str, float]:
     return {f"{prefix}_p10": float(p10), f"{prefix}_p50": float(p50), f"{prefix}_p90": float(p90)}
 
 
-def bench(fn, device: torch.device, reps: int = 20, budget_s: float = 2.0) -> list[float]:
+def bench(fn, device: torch.device, reps: int = 20, budget_s: float = 2.0, grad_to_none=None) -> list[float]:
     """Milliseconds per call of ``fn`` over repeated calls, warm-up excluded.
 
     GPU: ``triton.testing.do_bench`` (CUDA events, L2 flushed between calls).
     CPU: one warm-up call, then up to ``reps`` calls each read on
     ``perf_counter_ns``, stopping once ``budget_s`` is spent (3 calls at least).
+    ``grad_to_none``: tensors whose gradients are dropped before every call, so a
+    timed backward writes fresh gradients instead of adding to old ones.
     """
     if device.type == "cuda":
         import triton.testing
 
-        return list(triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="all"))
+        return list(triton.testing.do_bench(fn, warmup=25, rep=200, grad_to_none=grad_to_none, return_mode="all"))
     fn()
     times: list[float] = []
     while len(times) < reps and (len(times) < 3 or sum(times) < budget_s * 1e3):
+        for t in grad_to_none or ():
+            t.grad = None
         start = time.perf_counter_ns()
         fn()
         times.append((time.perf_counter_ns() - start) / 1e6)

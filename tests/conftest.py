@@ -1,4 +1,4 @@
-"""Shared test set-up: offline hub, markers, and small helpers."""
+"""Shared test set-up: offline hub, Triton interpreter without a GPU, markers."""
 
 import os
 
@@ -7,6 +7,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Triton kernels run in the interpreter on a CPU-only machine. Triton reads this when a
+# kernel is decorated, so it must be set before any test imports kernels/.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -98,6 +98,9 @@ class Cost:
     bytes: int
     flops: int
 
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.bytes + other.bytes, self.flops + other.flops)
+
 
 @dataclass(frozen=True)
 class StepCost:

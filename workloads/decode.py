@@ -26,7 +26,6 @@ from workloads.presets import ModelSpec, build_model
 
 # Cache layouts we time; a subset of what transformers offers ("quantized" needs extra packages).
 CACHES = tuple(c for c in ("dynamic", "static", "offloaded", "offloaded_static") if c in ALL_CACHE_IMPLEMENTATIONS)
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 class Clock(Protocol):

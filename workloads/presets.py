@@ -108,6 +108,10 @@ def build_model(spec: ModelSpec, dtype: torch.dtype, device: torch.device, attn:
     which is much faster than transformers' per-module init and never needs an
     fp32 copy of a large model.
     """
+    if attn == "triton":
+        from workloads.attention import register
+
+        register()
     if spec.path is not None:
         model = AutoModelForCausalLM.from_pretrained(
             spec.path,

@@ -129,3 +129,17 @@ def test_module_entry_point(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "harness", "decode", "--model", "nope"], capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_decode_with_our_triton_attention(tmp_path):
+    """On this CPU the kernel runs in Triton's interpreter (tests/conftest.py); on a GPU, compiled."""
+    assert cli.main([*TINY, "--dtype", "fp32", "--attn", "triton", "--out", str(tmp_path)]) == 0
+    (record,) = read_records([tmp_path / "records.jsonl"])
+    assert record["status"] == "ok" and record["attn"] == "triton"
+
+
+def test_triton_attention_without_gpu_or_interpreter_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert cli.main([*TINY, "--device", "cpu", "--attn", "triton", "--out", str(tmp_path / "out")]) == 2
+    assert "need a CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

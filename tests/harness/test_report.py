@@ -100,3 +100,32 @@ def test_decode_measures_missing_ceilings_once(tmp_path, monkeypatch, capsys):
     for r in recs[3:]:
         assert 0 < r["derived"]["mbu"] and r["derived"]["bound"] in ("memory", "compute")
     assert "% peak BW" in capsys.readouterr().out
+
+
+def attention_record(impl, seq, ms, status="ok", error=None):
+    point = {"workload": "attention", "attn": impl, "dtype": "bf16", "batch_size": 16384 // seq, "heads": 16,
+             "kv_heads": 16, "seq_len": seq, "head_dim": 128, "causal": True, "mode": "fwd"}
+    if status != "ok":
+        return make_record(run_id="a", point=point, status=status, error=error, env=GPU)
+    flops = 4 * 128 * 16 * (16384 // seq) * seq * (seq + 1) // 2
+    return make_record(run_id="a", point=point, metrics={"time_ms": ms}, cost={"flops": flops, "bytes": 1},
+                       derived={"achieved_tflops": flops / (ms / 1e3) / 1e12}, env=GPU)
+
+
+def test_report_compares_attention_implementations(tmp_path):
+    out = tmp_path / "runs"
+    append_record(out / RECORDS_FILE, peak(GPU, "matmul", "bf16", tflops=750))
+    for seq in (1024, 4096):
+        append_record(out / RECORDS_FILE, attention_record("triton", seq, 2.0))
+        append_record(out / RECORDS_FILE, attention_record("sdpa-flash", seq, 2.5))
+        append_record(out / RECORDS_FILE, attention_record("sdpa-cudnn", seq, 0, "skipped", "No available kernel"))
+    assert cli.main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "### Attention, bf16, fwd" in md
+    header = next(line for line in md.splitlines() if "triton TFLOP/s" in line)
+    assert "sdpa-flash TFLOP/s" in header and "triton speed / sdpa-flash" in header
+    row = next(line for line in md.splitlines() if line.startswith("| yes | 128 | 16/16 | 4096 |"))
+    assert row.rstrip(" |").endswith("1.25")  # 2.5 ms over 2.0 ms
+    assert (tmp_path / "rep" / "plots" / "attention-0-bf16.png").exists()
+    skipped = [line for line in md.splitlines() if "sdpa-cudnn" in line and "skipped" in line]
+    assert len(skipped) == 1 and skipped[0].rstrip(" |").endswith("| 2")  # one line per reason, with a count

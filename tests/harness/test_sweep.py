@@ -88,6 +88,12 @@ def test_flags_and_workload_axis(tmp_path):
                                           ["decode", "--no-ceilings"]]
 
 
+def test_nested_subcommand_workload(tmp_path):
+    s = plan(tmp_path, 'name = "k"\nworkload = "kernel attention"\n[matrix]\nseq_len = [128, 256]\n')
+    assert [p.argv for p in s.points] == [["kernel", "attention", "--seq-len", "128"],
+                                          ["kernel", "attention", "--seq-len", "256"]]
+
+
 def test_ten_thousand_points(tmp_path):
     axes = {"batch_size": range(1, 11), "prompt_len": range(16, 26), "new_tokens": range(2, 12),
             "seed": range(10)}
@@ -104,11 +110,13 @@ def test_ten_thousand_points(tmp_path):
     ('name = "t"\nworkload = "decode"\n[matrix]\nseed = []\n', "matrix.seed must be a non-empty list"),
     ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1, 2]\n[[exclude]]\nseed = [1, 2]\n', "every combination"),
     ('name = "t"\n[matrix]\nseed = [1]\n', "needs a workload"),
-    ('name = "t"\nworkload = "decod"\n[matrix]\nseed = [1]\n', "unknown workload 'decod' (did you mean 'decode'?)"),
+    ('name = "t"\nworkload = "decod"\n[matrix]\nseed = [1]\n', "did you mean 'decode'?"),
     ('name = "t"\nworkload = "models"\n[matrix]\nformat = ["csv"]\n', "has no --out option"),
+    ('name = "t"\nworkload = "kernel"\n[matrix]\nseed = [1]\n', '(workload = "kernel attention"?)'),
+    ('name = "t"\nworkload = "kernel atention"\n[matrix]\nseed = [1]\n', "(did you mean 'attention'?)"),
     ('name = "t"\nworkload = "decode"\n[matrix]\nbatch_sise = [1]\n', "no option --batch-sise (did you mean"),
     ('name = "t"\nworkload = "decode"\n[matrix]\nbatch_size = ["one"]\n', "expected comma-separated integers"),
-    ('name = "t"\nworkload = "decode"\n[matrix]\nattn = ["flash9"]\n', "choose from sdpa, eager"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nattn = ["flash9"]\n', "attn = 'flash9': choose from sdpa, eager"),
     ('name = "t"\nworkload = "decode"\n[matrix]\nno_ceilings = ["yes"]\n', "is a flag"),
     ('name = "t"\nworkload = "decode"\n[params]\nbatch_size = [1, 2]\n[matrix]\nseed = [1]\n', "expected one value"),
     ('name = "t"\nworkload = "decode"\n[params]\nout = "x"\n[matrix]\nseed = [1]\n', "set by the sweep"),

@@ -1,0 +1,64 @@
+"""``llmbench kernel attention``: records, costs, skipped backends, and errors for bad input."""
+
+import pytest
+
+from harness import cli
+from harness.records import read_records
+from workloads.kernelbench import AttentionPoint, attention_cost
+
+SMALL = ["kernel", "attention", "--seq-len", "24,40", "--head-dim", "16", "--heads", "4", "--tokens", "80",
+         "--no-progress", "--no-ceilings", "--device", "cpu"]
+
+
+def test_sweep_records_every_implementation(tmp_path, capsys):
+    code = cli.main([*SMALL, "--impl", "triton,sdpa-math,eager", "--mode", "fwd,bwd", "--causal", "yes",
+                     "--gqa", "1,2", "--dtype", "fp32", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    recs = read_records([tmp_path / "records.jsonl"])
+    assert len(recs) == 3 * 2 * 2 * 2  # impls x modes x seq lens x gqa ratios
+    for r in recs:
+        assert r["workload"] == "attention" and r["causal"] is True and r["head_dim"] == 16
+        assert r["batch_size"] == 80 // r["seq_len"] and r["heads"] == 4 and r["kv_heads"] in (4, 2)
+    triton = [r for r in recs if r["attn"] == "triton"]
+    assert all(r["status"] == "skipped" and "CUDA" in r["error"] for r in triton)  # this machine has no GPU
+    for r in recs:
+        if r["attn"] == "triton":
+            continue
+        assert r["status"] == "ok", r["error"]
+        m, c, d = r["metrics"], r["cost"], r["derived"]
+        assert m["time_ms_p10"] <= m["time_ms"] <= m["time_ms_p90"] and m["repeats"] >= 3
+        assert d["achieved_tflops"] == pytest.approx(c["flops"] / (m["time_ms"] / 1e3) / 1e12)
+        point = AttentionPoint(r["attn"], r["batch_size"], r["heads"], r["kv_heads"], r["seq_len"], r["head_dim"],
+                               r["causal"], r["mode"])
+        assert c["flops"] == attention_cost(point, 4).flops
+    assert "skipped triton at 8 point(s)" in out
+    assert "sdpa-math" in out and "eager" in out
+
+
+def test_attention_cost_by_hand():
+    # batch 2, 4 heads over 2 KV heads, 8 tokens, head dim 16, fp16, causal: 8*9/2 = 36 visible pairs per head
+    point = AttentionPoint("triton", 2, 4, 2, 8, 16, True, "fwd")
+    fwd = attention_cost(point, 2)
+    assert fwd.flops == 4 * 16 * 36 * 2 * 4
+    assert fwd.bytes == 2 * (2 * 2 * 4 * 8 * 16 + 2 * 2 * 2 * 8 * 16)  # Q and O, then K and V
+    bwd = attention_cost(AttentionPoint("triton", 2, 4, 2, 8, 16, True, "bwd"), 2)
+    assert bwd.flops == 5 * fwd.flops // 2
+    assert bwd.bytes == 2 * fwd.bytes  # Q, O, dO, dQ and K, V, dK, dV
+    both = attention_cost(AttentionPoint("triton", 2, 4, 2, 8, 16, True, "fwd+bwd"), 2)
+    assert (both.flops, both.bytes) == (fwd.flops + bwd.flops, fwd.bytes + bwd.bytes)
+    full = attention_cost(AttentionPoint("triton", 2, 4, 2, 8, 16, False, "fwd"), 2)
+    assert full.flops == 4 * 16 * 64 * 2 * 4
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--impl", "flash3"], "unknown impl 'flash3'"),
+    (["--mode", "sideways"], "unknown mode"),
+    (["--gqa", "3"], "--gqa 3 does not divide 4"),
+    (["--dtype", "fp8"], "fp8"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
+    assert cli.main([*SMALL, *extra, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,151 @@
+"""Kernel microbenchmarks: fused attention, ours against PyTorch's.
+
+A case is a callable that runs one attention forward, backward or both on fresh
+random inputs, with the cost the harness divides the time by (``cost.attention``:
+FLOPs of the visible (query, key) pairs, bytes of Q, K, V, O once, and dO, dQ, dK,
+dV for the backward). Implementations:
+
+- ``triton``: ours (``kernels.attention``);
+- ``sdpa-flash``, ``sdpa-efficient``, ``sdpa-cudnn``, ``sdpa-math``: PyTorch's
+  ``scaled_dot_product_attention`` pinned to one backend (GQA via ``enable_gqa``);
+  a backend that cannot run the point is reported as skipped, with PyTorch's reason;
+- ``eager``: what transformers' eager attention does (repeat KV, matmul, mask,
+  softmax in fp32, matmul), materialising the scores.
+
+Modes: ``fwd``; ``bwd`` (the backward alone, from a kept forward graph, as
+Triton's tutorial and FlashAttention's benchmarks time it); ``fwd+bwd``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from workloads import cost
+from workloads.errors import UserError
+from workloads.precision import Precision
+
+SDPA_BACKENDS = {"sdpa-flash": "FLASH_ATTENTION", "sdpa-efficient": "EFFICIENT_ATTENTION",
+                 "sdpa-cudnn": "CUDNN_ATTENTION", "sdpa-math": "MATH"}
+IMPLS = ("triton", *SDPA_BACKENDS, "eager")
+MODES = ("fwd", "bwd", "fwd+bwd")
+
+
+class Unsupported(Exception):
+    """This implementation cannot run this point (recorded as skipped, with the reason)."""
+
+
+@dataclass(frozen=True)
+class AttentionPoint:
+    impl: str
+    batch_size: int
+    heads: int
+    kv_heads: int
+    seq_len: int
+    head_dim: int
+    causal: bool
+    mode: str
+
+    def fields(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class KernelCase:
+    fn: Callable[[], object]
+    cost: cost.Cost
+    grads: list  # tensors whose .grad the timer resets between calls
+
+
+def check_point(point: AttentionPoint) -> None:
+    if point.impl not in IMPLS:
+        raise UserError(f"unknown implementation {point.impl!r}; choose from {', '.join(IMPLS)} (or sdpa = every "
+                        "sdpa backend)")
+    if point.mode not in MODES:
+        raise UserError(f"unknown mode {point.mode!r}; choose from {', '.join(MODES)}")
+    if min(point.batch_size, point.heads, point.kv_heads, point.seq_len, point.head_dim) < 1:
+        raise UserError("batch size, heads, KV heads, sequence length and head dim must be positive")
+    if point.heads % point.kv_heads:
+        raise UserError(f"query heads ({point.heads}) must be a multiple of KV heads ({point.kv_heads})")
+
+
+def attention_cost(point: AttentionPoint, elem_bytes: int) -> cost.Cost:
+    shape = (point.batch_size, point.heads, point.kv_heads, point.seq_len, point.seq_len, point.head_dim,
+             elem_bytes, point.causal)
+    forward, backward = cost.attention(*shape), cost.attention(*shape, backward=True)
+    return {"fwd": forward, "bwd": backward, "fwd+bwd": forward + backward}[point.mode]
+
+
+def _eager(q, k, v, causal: bool, scale: float):
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    scores = torch.matmul(q, k.transpose(2, 3)) * scale
+    if causal:
+        hidden = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill(hidden, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    return torch.matmul(probs, v)
+
+
+def _forward(point: AttentionPoint) -> Callable:
+    scale = 1.0 / math.sqrt(point.head_dim)
+    if point.impl == "triton":
+        from kernels.attention import attention
+
+        return lambda q, k, v: attention(q, k, v, causal=point.causal, scale=scale)
+    if point.impl == "eager":
+        return lambda q, k, v: _eager(q, k, v, point.causal, scale)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = getattr(SDPBackend, SDPA_BACKENDS[point.impl])
+    gqa = point.heads != point.kv_heads
+
+    def sdpa(q, k, v):
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=point.causal, scale=scale, enable_gqa=gqa)
+
+    return sdpa
+
+
+def attention_case(point: AttentionPoint, precision: Precision, device: torch.device, seed: int = 0) -> KernelCase:
+    """Inputs on ``device`` and the timed callable; runs it once, so a point that cannot run fails here.
+
+    Raises ``Unsupported`` when the implementation cannot run the point (device,
+    dtype, shape), and lets ``torch.OutOfMemoryError`` through for the caller.
+    """
+    if point.impl == "triton" and device.type != "cuda":
+        raise Unsupported("our Triton kernel needs a CUDA GPU")
+    gen = torch.Generator(device=device).manual_seed(seed)
+    backward = point.mode != "fwd"
+
+    def rand(heads):
+        shape = (point.batch_size, heads, point.seq_len, point.head_dim)
+        return torch.randn(shape, generator=gen, device=device, dtype=precision.dtype).requires_grad_(backward)
+
+    q, k, v = rand(point.heads), rand(point.kv_heads), rand(point.kv_heads)
+    forward = _forward(point)
+    try:
+        out = forward(q, k, v)
+    except RuntimeError as exc:
+        if isinstance(exc, torch.OutOfMemoryError):
+            raise
+        raise Unsupported(str(exc).strip().splitlines()[0][:300]) from None
+    elem_bytes = precision.bytes_per_element
+    if point.mode == "fwd":
+        def fn():
+            with torch.no_grad():
+                return forward(q, k, v)
+    else:
+        grad_out = torch.randn(out.shape, generator=gen, device=device, dtype=out.dtype)
+        if point.mode == "bwd":
+            def fn():
+                out.backward(grad_out, retain_graph=True)
+        else:
+            def fn():
+                forward(q, k, v).backward(grad_out)
+        fn()
+    return KernelCase(fn, attention_cost(point, elem_bytes), [q, k, v] if backward else [])

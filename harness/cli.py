@@ -9,6 +9,7 @@ Subcommands:
   kernel   kernel microbenchmarks: our Triton kernels against PyTorch's (kernel attention)
   compare  regression check of NEW against BASELINE (or a TOML reference); side-by-side environments
   import-pytest-benchmark  pytest-benchmark JSON -> records
+  sweep    sweeps from a TOML matrix: plan, run here, submit as SLURM arrays, task, status, collect
 
 Everything the user asked for is checked before any work starts; a mistake is
 one line on stderr and exit code 2, with nothing written.
@@ -27,7 +28,7 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-from harness import compare, kernelbench, pytest_bench  # noqa: E402
+from harness import compare, kernelbench, pytest_bench, sweep  # noqa: E402
 from workloads.errors import UserError  # noqa: E402
 
 DEFAULT_MODEL = {"cuda": "llama-3.2-1b", "cpu": "qwen2.5-0.5b"}
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     kernelbench.add_parser(sub)
     compare.add_parser(sub)
     pytest_bench.add_parser(sub)
+    sweep.add_parser(sub)
     return parser
 
 
@@ -355,7 +357,8 @@ def cmd_env(args) -> int:
 
 
 COMMANDS = {"decode": cmd_decode, "peak": cmd_peak, "report": cmd_report, "models": cmd_models, "env": cmd_env,
-            "kernel": kernelbench.main, "compare": compare.main, "import-pytest-benchmark": pytest_bench.main}
+            "kernel": kernelbench.main, "compare": compare.main, "import-pytest-benchmark": pytest_bench.main,
+            "sweep": sweep.main}
 
 
 def main(argv: list[str] | None = None) -> int:

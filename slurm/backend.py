@@ -1,0 +1,276 @@
+"""Render sbatch scripts for a sweep and submit them, never waiting for a job.
+
+Safety: every value that reaches a script is either checked against a strict
+pattern (partition, account, qos, time, memory, GPU type, job name, variable
+names), a plain integer, or quoted with ``shlex.quote`` (environment values,
+paths, the container prefix, the command). Extra ``#SBATCH`` lines and preamble
+lines are the user's own script text; they may not contain line breaks, so an
+``#SBATCH`` line can never turn into a shell line.
+
+Submission: ``sbatch --parsable`` returns as soon as the controller accepts the
+job. Array indices above the cluster's ``MaxArraySize`` are not allowed, so the
+indices are cut into chunks that each fit, and every chunk is submitted with its
+first index as the script's argument (``point = OFFSET + SLURM_ARRAY_TASK_ID``).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from string import Template
+
+from workloads.errors import UserError
+
+TEMPLATES = Path(__file__).with_name("templates")
+DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize
+SBATCH_TIMEOUT_S = 120
+GPU_SYNTAX = ("gres", "gpus")
+
+WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+WORDS = re.compile(rf"{WORD.pattern}(,{WORD.pattern})*")  # a partition may be a comma-separated list
+TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}|UNLIMITED|INFINITE")
+MEM = re.compile(r"\d+[KMGT]?")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _text(key: str, value, pattern: re.Pattern | None = None, example: str = "") -> str:
+    if not isinstance(value, str) or not value:
+        raise UserError(f"[slurm] {key} must be a non-empty string, got {value!r}")
+    if pattern is not None and not pattern.fullmatch(value):
+        raise UserError(f"[slurm] {key} = {value!r} is not a valid value" + (f" (e.g. {example})" if example else ""))
+    return value
+
+
+def _int(key: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"[slurm] {key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _lines(key: str, value) -> tuple[str, ...]:
+    lines = [value] if isinstance(value, str) else value
+    if not isinstance(lines, list) or not all(isinstance(v, str) for v in lines):
+        raise UserError(f"[slurm] {key} must be a string or a list of strings")
+    for line in lines:
+        if CONTROL.search(line.replace("\t", " ")):
+            raise UserError(f"[slurm] {key}: {line!r} contains a line break or control character; "
+                            "write one list item per line")
+    return tuple(lines)
+
+
+def _container(value) -> str:
+    usage = "[slurm] container must be one command prefix such as \"apptainer exec --nv image.sif\""
+    if not isinstance(value, str) or CONTROL.search(value):
+        raise UserError(f"{usage}, got {value!r}")
+    try:
+        words = shlex.split(value)
+    except ValueError as exc:
+        raise UserError(f"{usage}: {exc}") from None
+    if not words:
+        raise UserError(usage)
+    return value
+
+
+@dataclass
+class SlurmOptions:
+    """The ``[slurm]`` section of a sweep file, checked."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: str | None = None
+    nodes: int = 1
+    gpus_per_task: int = 0
+    gpu_type: str | None = None
+    gpu_syntax: str = "gres"
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    max_concurrent: int | None = None
+    sbatch: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    preamble: tuple[str, ...] = ()
+    container: str | None = None
+    python: str | None = None
+    collect_time: str = "00:30:00"
+
+    @classmethod
+    def from_table(cls, table: dict) -> SlurmOptions:
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(table) - set(known))
+        if unknown:
+            raise UserError(f"unknown key(s) in [slurm]: {', '.join(unknown)}; known: {', '.join(known)}")
+        t = dict(table)
+        opts = cls()
+        for key in ("partition", "account", "qos", "gpu_type"):
+            if key in t:
+                setattr(opts, key, _text(key, t[key], WORDS if key == "partition" else WORD))
+        for key in ("time", "collect_time"):
+            if key in t:
+                setattr(opts, key, _text(key, t[key], TIME, '"02:00:00" or "1-00:00:00"'))
+        if "mem" in t:
+            opts.mem = _text("mem", t["mem"], MEM, '"64G"')
+        opts.nodes = _int("nodes", t.get("nodes", 1), 1)
+        if opts.nodes != 1:
+            raise UserError("[slurm] nodes must be 1: a point runs on one node (torchrun --standalone)")
+        opts.gpus_per_task = _int("gpus_per_task", t.get("gpus_per_task", 0), 0)
+        if "cpus_per_task" in t:
+            opts.cpus_per_task = _int("cpus_per_task", t["cpus_per_task"], 1)
+        if "max_concurrent" in t:
+            opts.max_concurrent = _int("max_concurrent", t["max_concurrent"], 1)
+        opts.gpu_syntax = t.get("gpu_syntax", "gres")
+        if opts.gpu_syntax not in GPU_SYNTAX:
+            raise UserError(f"[slurm] gpu_syntax must be one of {', '.join(GPU_SYNTAX)} "
+                            f"(--gres=gpu:N or --gpus=N), got {opts.gpu_syntax!r}")
+        if "sbatch" in t:
+            opts.sbatch = _lines("sbatch", t["sbatch"])
+            for line in opts.sbatch:
+                if not line.startswith("-"):
+                    raise UserError(f"[slurm] sbatch lines are sbatch options such as \"--exclusive\", got {line!r}")
+        if "preamble" in t:
+            opts.preamble = _lines("preamble", t["preamble"])
+        env = t.get("env", {})
+        if not isinstance(env, dict):
+            raise UserError("[slurm] env must be a table of NAME = value")
+        for name, value in env.items():
+            if not ENV_NAME.fullmatch(name):
+                raise UserError(f"[slurm] env: {name!r} is not a valid variable name")
+            if isinstance(value, (dict, list)) or CONTROL.search(str(value)):
+                raise UserError(f"[slurm] env {name}: expected one line of text, got {value!r}")
+            opts.env[name] = str(value).lower() if isinstance(value, bool) else str(value)
+        if "container" in t:
+            opts.container = _container(t["container"])
+        if "python" in t:
+            opts.python = _text("python", t["python"])
+            if CONTROL.search(opts.python) or not opts.python.startswith("/"):
+                raise UserError(f"[slurm] python must be an absolute path, got {opts.python!r}")
+        return opts
+
+    def directives(self, name: str, collect: bool = False) -> list[str]:
+        """The ``#SBATCH`` lines of the array script, or of the collect job (no GPUs, its own time)."""
+        if not WORD.fullmatch(name):
+            raise UserError(f"sweep name {name!r} must be letters, digits, '_', '.', '+' or '-'")
+        lines = [f"--job-name={name}-collect" if collect else f"--job-name={name}"]
+        for key in ("partition", "account", "qos"):
+            if getattr(self, key):
+                lines.append(f"--{key}={getattr(self, key)}")
+        time = self.collect_time if collect else self.time
+        if time:
+            lines.append(f"--time={time}")
+        lines += [f"--nodes={self.nodes}", "--ntasks=1"]
+        if self.cpus_per_task:
+            lines.append(f"--cpus-per-task={self.cpus_per_task}")
+        if not collect:
+            if self.gpus_per_task:
+                gpus = f"{self.gpu_type}:{self.gpus_per_task}" if self.gpu_type else str(self.gpus_per_task)
+                lines.append(f"--gres=gpu:{gpus}" if self.gpu_syntax == "gres" else f"--gpus={gpus}")
+            if self.mem:
+                lines.append(f"--mem={self.mem}")
+            lines += self.sbatch
+        return [f"#SBATCH {line}" for line in lines]
+
+
+def render(kind: str, name: str, command: list[str], opts: SlurmOptions, manifest: Path, script: Path) -> str:
+    """The ``array`` or ``collect`` script; ``command`` is the llmbench call (argv, quoted here)."""
+    prefix = shlex.split(opts.container) if opts.container else []
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in opts.env.items())
+    template = Template((TEMPLATES / f"{kind}.sbatch").read_text())
+    return template.substitute(
+        directives="\n".join(opts.directives(name, collect=kind == "collect")),
+        name=name,
+        manifest=manifest,
+        script=script,
+        preamble="".join(line + "\n" for line in opts.preamble),
+        exports=exports,
+        command=" ".join(shlex.quote(word) for word in [*prefix, *command]),
+    )
+
+
+@dataclass(frozen=True)
+class ArrayChunk:
+    offset: int
+    indices: tuple[int, ...]
+
+    def spec(self, max_concurrent: int | None = None) -> str:
+        """``--array`` value: ranges of ``index - offset``, e.g. ``0-3,7%2``."""
+        parts, start, prev = [], None, None
+        for i in (i - self.offset for i in self.indices):
+            if start is None:
+                start = prev = i
+            elif i == prev + 1:
+                prev = i
+            else:
+                parts.append(f"{start}-{prev}" if prev > start else str(start))
+                start = prev = i
+        parts.append(f"{start}-{prev}" if prev > start else str(start))
+        return ",".join(parts) + (f"%{max_concurrent}" if max_concurrent else "")
+
+
+def array_chunks(indices, max_array_size: int) -> list[ArrayChunk]:
+    """Cut point indices into arrays whose task ids (index - offset) stay below ``max_array_size``."""
+    chunks, current = [], []
+    for i in sorted(set(indices)):
+        if current and i - current[0] >= max_array_size:
+            chunks.append(ArrayChunk(current[0], tuple(current)))
+            current = []
+        current.append(i)
+    if current:
+        chunks.append(ArrayChunk(current[0], tuple(current)))
+    return chunks
+
+
+def max_array_size() -> int:
+    """The cluster's MaxArraySize from ``scontrol show config`` (SLURM's default when it cannot be read)."""
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
+                             timeout=SBATCH_TIMEOUT_S).stdout
+    except (OSError, subprocess.SubprocessError):
+        return DEFAULT_MAX_ARRAY_SIZE
+    found = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+    return int(found.group(1)) if found else DEFAULT_MAX_ARRAY_SIZE
+
+
+def array_command(script: Path, chunk: ArrayChunk, max_concurrent: int | None, log_dir: Path) -> list[str]:
+    return ["sbatch", "--parsable", f"--array={chunk.spec(max_concurrent)}",
+            f"--output={log_dir}/slurm-%A_%a.out", str(script), str(chunk.offset)]
+
+
+def collect_command(script: Path, job_ids: list[str], log_dir: Path) -> list[str]:
+    return ["sbatch", "--parsable", f"--dependency=afterany:{':'.join(job_ids)}",
+            f"--output={log_dir}/collect-%j.out", str(script)]
+
+
+def submit(command: list[str]) -> str:
+    """Run one ``sbatch --parsable`` command; returns the job id."""
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=SBATCH_TIMEOUT_S)
+    except FileNotFoundError:
+        raise UserError("sbatch not found: submit from a SLURM login node, or run the sweep here with "
+                        "`llmbench sweep run`") from None
+    except subprocess.TimeoutExpired:
+        raise UserError(f"sbatch did not answer within {SBATCH_TIMEOUT_S} s; is the controller up?") from None
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        raise UserError(f"sbatch refused the job: {lines[-1] if lines else f'exit code {result.returncode}'}")
+    job_id = result.stdout.strip().split(";")[0]
+    if not job_id.isdigit():
+        raise UserError(f"sbatch answered {result.stdout.strip()!r} instead of a job id")
+    return job_id
+
+
+def queued(job_ids: list[str]) -> list[str]:
+    """Which of these jobs (or their array tasks) ``squeue`` still lists; none when it cannot tell."""
+    if not job_ids:
+        return []
+    try:
+        result = subprocess.run(["squeue", "--noheader", "--format=%i", f"--jobs={','.join(job_ids)}"],
+                                capture_output=True, text=True, timeout=SBATCH_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if result.returncode != 0:  # e.g. "Invalid job id specified" once every job has left the queue
+        return []
+    listed = {line.strip().split("_")[0] for line in result.stdout.splitlines() if line.strip()}
+    return [job_id for job_id in job_ids if job_id in listed]

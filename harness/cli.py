@@ -2,6 +2,7 @@
 
 Subcommands:
   decode   bf16 vs fp32 (or any precisions) decode benchmark; prints a comparison table
+  finetune training steps (HF Trainer or a lean loop, torchrun for DDP): tokens/s, MFU, memory, loss
   peak     measure the device's ceilings (copy/triad bandwidth, matmul rate per precision)
   report   roofline report (Markdown, HTML, plots) from the records of one or more runs
   models   the model presets with parameter counts and weight bytes per precision
@@ -51,6 +52,7 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from harness import finetune
     from workloads.decode import ATTN_IMPLEMENTATIONS, CACHES
 
     parser = argparse.ArgumentParser(
@@ -98,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     m.add_argument("--no-ceilings", dest="ceilings", action="store_false",
                    help="do not measure missing ceilings first (records then lack MBU, MFU and bound)")
+
+    finetune.add_parser(sub)
 
     pk = sub.add_parser(
         "peak", help="measure this device's ceilings: copy/triad bandwidth and matmul rate per precision",
@@ -159,7 +163,7 @@ def cmd_decode(args) -> int:
     options.validate(device)
     if args.repeats < 1:
         raise UserError("--repeats must be at least 1")
-    _check_writable(args.out)
+    check_writable(args.out)
 
     print(f"llmbench decode: {spec.name} on {device} ({device_name(device)}), "
           f"{', '.join(p.name for p in precisions)}, {len(points)} point(s)", file=sys.stderr)
@@ -178,7 +182,7 @@ def cmd_decode(args) -> int:
     return 0
 
 
-def _check_writable(out: Path) -> None:
+def check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -259,7 +263,7 @@ def cmd_peak(args) -> int:
             check_supported(precision, device)
     if args.buffer_mb == 0 or args.matmul_n == 0:
         raise UserError("--buffer-mb and --matmul-n must be positive")
-    _check_writable(args.out)
+    check_writable(args.out)
     env = capture(device)
     records = ceilings.measure(device, precisions, new_run_id(), env,
                                args.buffer_mb << 20 if args.buffer_mb else None, args.matmul_n)
@@ -287,7 +291,7 @@ def cmd_report(args) -> int:
 
     first = args.inputs[0]
     out = args.out or ((first if first.is_dir() else first.parent) / "report")
-    _check_writable(out)
+    check_writable(out)
     md, html = build(args.inputs, out)
     print(f"report: {html}\n        {md}")
     return 0
@@ -340,7 +344,14 @@ def cmd_env(args) -> int:
     return 0
 
 
-COMMANDS = {"decode": cmd_decode, "peak": cmd_peak, "report": cmd_report, "models": cmd_models, "env": cmd_env}
+def cmd_finetune(args) -> int:
+    from harness import finetune
+
+    return finetune.main(args)
+
+
+COMMANDS = {"decode": cmd_decode, "finetune": cmd_finetune, "peak": cmd_peak, "report": cmd_report,
+            "models": cmd_models, "env": cmd_env}
 
 
 def main(argv: list[str] | None = None) -> int:

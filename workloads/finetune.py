@@ -295,6 +295,14 @@ def _step_times(ticks_ms: list[float]) -> list[float]:
     return [b - a for a, b in zip([0.0, *ticks_ms], ticks_ms)]
 
 
+def _checkpointing_argument(arguments_class, enabled: bool) -> dict:
+    """Gradient checkpointing under the name this transformers version uses (renamed in 5.x)."""
+    if not enabled:
+        return {}
+    fields = arguments_class.__dataclass_fields__
+    return {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": True}
+
+
 def _run_hf(w: FinetuneWorkload, clock: Clock, after_warmup: Callable[[], None]) -> TrainResult:
     try:
         from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
@@ -343,7 +351,6 @@ def _run_hf(w: FinetuneWorkload, clock: Clock, after_warmup: Callable[[], None])
             bf16=w.precision.name == "bf16",
             fp16=w.precision.name == "fp16",
             tf32=(w.precision.name == "tf32") if cuda else None,
-            gradient_checkpointing=o.grad_checkpointing,
             torch_compile=o.compile,
             report_to="none",
             save_strategy="no",
@@ -355,6 +362,8 @@ def _run_hf(w: FinetuneWorkload, clock: Clock, after_warmup: Callable[[], None])
             use_cpu=not cuda,
             dataloader_pin_memory=cuda,
             ddp_backend=("nccl" if cuda else "gloo") if w.dist.world_size > 1 else None,
+            ddp_find_unused_parameters=False,
+            **_checkpointing_argument(TrainingArguments, o.grad_checkpointing),
         )
         marks = StepMarks()
         trainer = Trainer(model=w.model, args=args, train_dataset=w.blocks, data_collator=default_data_collator,

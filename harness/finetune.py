@@ -145,8 +145,8 @@ def main(args) -> int:
     options = TrainOptions(args.trainer, args.attn, args.data, args.split, args.text_column, args.packing, args.lr,
                            args.grad_checkpointing, args.compile, args.seed)
     check(spec, precision, device, point, options)
-    if options.data != "synthetic" and not Path(options.data).expanduser().exists():
-        raise UserError(f"--data {options.data}: no such file or folder (use --data synthetic for generated tokens)")
+    workload = FinetuneWorkload(spec, precision, device, point, options, dist)
+    workload.load_data()
     if dist.main:
         check_writable(args.out)
         print(f"llmbench finetune: {spec.name} on {device} ({device_name(device)}), {precision.name}, "
@@ -163,7 +163,7 @@ def main(args) -> int:
         "seed": options.seed,
     }
     try:
-        record = run(FinetuneWorkload(spec, precision, device, point, options, dist), fields, run_id, env)
+        record = run(workload, fields, run_id, env)
     finally:
         dist.close()
     if not dist.main:

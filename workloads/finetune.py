@@ -166,7 +166,7 @@ class TrainResult:
 
 
 class FinetuneWorkload:
-    """One model, precision and point; ``setup()``, then ``run()`` once."""
+    """One model, precision and point: ``load_data()``, ``setup()``, then ``run()`` once."""
 
     def __init__(self, spec: ModelSpec, precision: Precision, device: torch.device, point: FinetunePoint,
                  options: TrainOptions, dist: Dist = Dist()):
@@ -176,8 +176,13 @@ class FinetuneWorkload:
         self.blocks = None
         self.shape = None
 
-    def setup(self) -> None:
+    def load_data(self) -> None:
+        """Read and tokenize the data first: its mistakes are the user's, found before any model is built."""
         self.blocks = load_blocks(self.spec, self.point, self.options, self.dist.world_size)
+
+    def setup(self) -> None:
+        if self.blocks is None:
+            self.load_data()
         weights, _ = training_dtypes(self.precision)
         self.model = build_model(self.spec, weights, self.device, self.options.attn, self.options.seed)
         self.model.config.use_cache = False

@@ -252,8 +252,8 @@ def _mean_over_ranks(values: torch.Tensor, dist: Dist) -> torch.Tensor:
 def _run_lean(w: FinetuneWorkload, clock: Clock, after_warmup: Callable[[], None]) -> TrainResult:
     p, o, dist, device = w.point, w.options, w.dist, w.device
     model = w.model.train()
-    if o.grad_checkpointing:
-        model.gradient_checkpointing_enable()
+    if o.grad_checkpointing:  # renamed to activation checkpointing in transformers 5.x
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
     optimizer, name = _fused_adamw([q for q in model.parameters() if q.requires_grad], o.lr)
     if dist.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"

@@ -144,3 +144,18 @@ def test_dataset_mistakes_exit_2(tmp_path, capsys, wikitext, kind, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (out / RECORDS_FILE).exists()
+
+
+def test_out_of_memory_is_recorded_and_exits_1(tmp_path, monkeypatch, capsys):
+    from workloads.finetune import FinetuneWorkload
+
+    def run(self, clock, after_warmup):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(FinetuneWorkload, "run", run)
+    args = [*TINY, "--model", "tiny-llama", "--dtype", "fp32", "--no-ceilings", "--out", str(tmp_path)]
+    assert cli.main(args) == 1
+    r = only_record(tmp_path)
+    assert r["status"] == "oom" and "20.00 GiB" in r["error"] and r["metrics"] == {}
+    assert r["workload"] == "finetune" and r["trainer"] == "lean"
+    assert "did not complete (oom)" in capsys.readouterr().err

@@ -87,12 +87,12 @@ def summarize(step_ms: list[float], losses: list[float], cost: dict) -> dict:
     }
 
 
-def _max_over_ranks(values: list[float], world_size: int) -> list[float]:
+def _max_over_ranks(values: list[float], world_size: int, device: torch.device) -> list[float]:
     if world_size == 1:
         return values
     import torch.distributed as torch_dist
 
-    tensor = torch.tensor(values, dtype=torch.float64)
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)  # nccl reduces GPU tensors only
     torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MAX)
     return tensor.tolist()
 
@@ -110,8 +110,8 @@ def run(workload, fields: dict, run_id: str, env: dict) -> dict:
     try:
         workload.setup()
         result = workload.run(StepClock(workload.device), peak.reset)
-        step_ms = _max_over_ranks(result.step_ms, dist.world_size)
-        peak_bytes = int(_max_over_ranks([float(peak.read())], dist.world_size)[0])
+        step_ms = _max_over_ranks(result.step_ms, dist.world_size, workload.device)
+        peak_bytes = int(_max_over_ranks([float(peak.read())], dist.world_size, workload.device)[0])
         cost = workload.cost()
         metrics = {**summarize(step_ms, result.losses, cost), "peak_mem_bytes": peak_bytes,
                    "peak_mem_kind": peak.kind}

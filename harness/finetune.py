@@ -25,6 +25,9 @@ import torch
 from harness.cli import DEFAULT_MODEL, check_writable, positive_int, stored_or_measured_ceilings
 from workloads.errors import UserError
 
+# Training costs ~3x a forward per token and keeps AdamW state: on a CPU the decode default is too slow.
+DEFAULT_TRAIN_MODEL = {**DEFAULT_MODEL, "cpu": "gpt2"}
+
 
 def add_parser(sub) -> None:
     from workloads.data import PACKINGS
@@ -44,7 +47,7 @@ def add_parser(sub) -> None:
     )
     f.add_argument("--model", default="auto",
                    help="preset name (see `llmbench models`) or local model directory; "
-                        f"auto = {DEFAULT_MODEL['cuda']} on GPU, {DEFAULT_MODEL['cpu']} on CPU")
+                        f"auto = {DEFAULT_TRAIN_MODEL['cuda']} on GPU, {DEFAULT_TRAIN_MODEL['cpu']} on CPU")
     f.add_argument("--dtype", default="bf16", help="fp32, tf32, bf16 or fp16 (bf16/fp16: mixed precision)")
     f.add_argument("--batch-size", type=positive_int, default=4, help="sequences per device per micro-batch")
     f.add_argument("--seq-len", type=positive_int, default=512, help="tokens per sequence")
@@ -62,7 +65,7 @@ def add_parser(sub) -> None:
                    help="synthetic (a learnable random token stream) or a local dataset folder or file "
                         "(save_to_disk folder, or parquet/json/csv/txt files)")
     d.add_argument("--split", default="train", help="split with optional slicing, e.g. train[:10%%]")
-    d.add_argument("--text-column", default=None, help="text column (default: 'text', or the only text column)")
+    d.add_argument("--text-column", default=None, help="text column; None: 'text', or the only text column")
     d.add_argument("--packing", choices=PACKINGS, default="pack",
                    help="pack documents into full blocks, or pad one document per row")
     m = f.add_argument_group("measurement")
@@ -138,7 +141,7 @@ def main(args) -> int:
 
     dist = Dist.from_env()
     device = dist.device(resolve_device(args.device))
-    spec = resolve_model(DEFAULT_MODEL[device.type] if args.model == "auto" else args.model)
+    spec = resolve_model(DEFAULT_TRAIN_MODEL[device.type] if args.model == "auto" else args.model)
     precision = parse_precision(args.dtype)
     check_supported(precision, device)
     point = FinetunePoint(args.batch_size, args.seq_len, args.grad_accum, args.steps, args.warmup_steps)

@@ -92,6 +92,7 @@ def test_finetunes_offline_from_a_local_wikitext_folder(tmp_path, wikitext):
     assert 0 < r["data_unique_rows"] <= r["cost"]["sequences_per_step"] * 6
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes_write_one_record(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}

@@ -111,11 +111,12 @@ def finetune(env, trainer, dtype, world, tflops):
                        derived={"achieved_tflops": tflops}, env=env)
 
 
-def test_report_has_a_finetune_table_with_mfu_per_gpu(results, tmp_path):
-    gpu, _ = results
-    append_record(gpu / RECORDS_FILE, finetune(GPU, "lean", "bf16", 2, 300.0))
-    append_record(gpu / RECORDS_FILE, finetune(GPU, "hf", "fp32", 1, 20.0))
-    finetune_only = tmp_path / "ft"
+def test_report_has_a_finetune_table_with_mfu_per_gpu(tmp_path):
+    gpu, finetune_only = tmp_path / "gpu", tmp_path / "ft"
+    for rec in [peak(GPU, "copy", "fp32", gbps=3000), peak(GPU, "matmul", "bf16", tflops=750),
+                peak(GPU, "matmul", "fp32", tflops=50), decode(GPU, "bf16", 1, 128, 300.0),
+                finetune(GPU, "lean", "bf16", 2, 300.0), finetune(GPU, "hf", "fp32", 1, 20.0)]:
+        append_record(gpu / RECORDS_FILE, rec)
     append_record(finetune_only / RECORDS_FILE, finetune(CPU, "lean", "fp32", 1, 0.05))
     out = tmp_path / "report"
     assert cli.main(["report", str(gpu), str(finetune_only), "--out", str(out)]) == 0

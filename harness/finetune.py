@@ -76,12 +76,13 @@ def add_parser(sub) -> None:
 
 
 def summarize(step_ms: list[float], losses: list[float], cost: dict) -> dict:
+    from harness.timing import spread
+
     step_s = float(np.median(step_ms)) / 1e3
-    p10, p50, p90 = np.percentile(np.asarray(step_ms, dtype=float), [10, 50, 90])
     return {
         "tokens_per_s": cost["tokens_per_step"] / step_s,
         "samples_per_s": cost["sequences_per_step"] / step_s,
-        "step_ms_p10": float(p10), "step_ms_p50": float(p50), "step_ms_p90": float(p90),
+        **spread(step_ms, "step_ms"),
         "step_ms_mean": float(np.mean(step_ms)),
         "steps_timed": len(step_ms),
         "loss_start": losses[0] if losses else None,

@@ -2,6 +2,7 @@
 
 Subcommands:
   decode   bf16 vs fp32 (or any precisions) decode benchmark; prints a comparison table
+  finetune training steps (HF Trainer or a lean loop, torchrun for DDP): tokens/s, MFU, memory, loss
   peak     measure the device's ceilings (copy/triad bandwidth, matmul rate per precision)
   report   roofline report (Markdown, HTML, plots) from the records of one or more runs
   models   the model presets with parameter counts and weight bytes per precision
@@ -56,6 +57,7 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from harness import finetune
     from workloads.attention import ATTN_IMPLEMENTATIONS
     from workloads.decode import CACHES
 
@@ -104,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     m.add_argument("--no-ceilings", dest="ceilings", action="store_false",
                    help="do not measure missing ceilings first (records then lack MBU, MFU and bound)")
+
+    finetune.add_parser(sub)
 
     pk = sub.add_parser(
         "peak", help="measure this device's ceilings: copy/triad bandwidth and matmul rate per precision",
@@ -356,9 +360,15 @@ def cmd_env(args) -> int:
     return 0
 
 
-COMMANDS = {"decode": cmd_decode, "peak": cmd_peak, "report": cmd_report, "models": cmd_models, "env": cmd_env,
-            "kernel": kernelbench.main, "compare": compare.main, "import-pytest-benchmark": pytest_bench.main,
-            "sweep": sweep.main}
+def cmd_finetune(args) -> int:
+    from harness import finetune
+
+    return finetune.main(args)
+
+
+COMMANDS = {"decode": cmd_decode, "finetune": cmd_finetune, "peak": cmd_peak, "report": cmd_report,
+            "models": cmd_models, "env": cmd_env, "kernel": kernelbench.main, "compare": compare.main,
+            "import-pytest-benchmark": pytest_bench.main, "sweep": sweep.main}
 
 
 def main(argv: list[str] | None = None) -> int:

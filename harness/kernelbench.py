@@ -201,7 +201,7 @@ def measure(kernel: str, point, precision, device: torch.device, seed: int, run_
     skipped / oom / failed with the reason."""
     from harness.records import make_record
     from harness.roofline import utilization
-    from harness.runner import failure
+    from harness.runner import describe_failure
     from harness.timing import bench, spread
     from workloads import kernelbench as kb
     from workloads.precision import matmul_mode
@@ -219,7 +219,7 @@ def measure(kernel: str, point, precision, device: torch.device, seed: int, run_
     except kb.Unsupported as exc:
         return make_record(run_id=run_id, point=fields, status="skipped", error=str(exc), env=env)
     except Exception as exc:  # recorded, and the sweep goes on
-        status, error = failure(exc)
+        status, error = describe_failure(exc)
         return make_record(run_id=run_id, point=fields, status=status, error=error, env=env)
     finally:
         del case

@@ -3,7 +3,8 @@
 All records under the given folders are read (several machines and runs may be
 mixed), grouped by device, and each decode record's MBU, MFU and bound are
 recomputed against its device's measured ceilings, so ceilings measured after a
-benchmark still explain it.
+benchmark still explain it. Fine-tune records get a table per device (tokens/s,
+MFU, peak memory, loss at start and end).
 """
 
 from __future__ import annotations
@@ -43,6 +44,26 @@ def decode_row(r: dict) -> dict:
         "pct_bw_spec": _pct(d.get("mbu_spec")), "tflops": d["achieved_tflops"], "mfu": _pct(d.get("mfu")),
         "bound": d.get("bound"), "prefill_mfu": _pct(d.get("prefill_mfu")), "prefill_bound": d.get("prefill_bound"),
     }
+
+
+FINETUNE_COLUMNS = [
+    ("model", "model", ""), ("trainer", "trainer", ""), ("dtype", "dtype", ""), ("batch", "batch", "d"),
+    ("seq", "seq", "d"), ("accum", "accum", "d"), ("world", "world", "d"), ("tok_s", "tok/s", ".1f"),
+    ("samples_s", "samples/s", ".2f"), ("p50", "step p50 ms", ".1f"), ("tflops", "TFLOP/s", ".4g"),
+    ("mfu", "MFU %", ".1f"), ("mem", "peak mem GB", ".2f"), ("loss", "loss start -> end", ""),
+]
+FINETUNE_NOTE = ("Tokens/s counts every rank's tokens per optimizer step over the median step time. MFU: the cost "
+                 "model's FLOPs (forward + backward, attention included, no recomputation) over the measured matmul "
+                 "rate of the precision, times the GPUs of the run. bf16/fp16 are mixed precision over fp32 weights.")
+
+
+def finetune_rows(records: list[dict]) -> list[dict]:
+    from harness.finetune import table_rows
+
+    order = {d: i for i, d in enumerate(plots.ORDER)}
+    keyed = sorted(records, key=lambda r: (r["model"], r.get("trainer") or "", order.get(r["dtype"], 9),
+                                           r.get("batch_size") or 0, r.get("seq_len") or 0))
+    return table_rows(keyed)
 
 
 def ceiling_rows(c: Ceilings) -> list[dict]:
@@ -122,15 +143,19 @@ def _explain(rs: list[dict]) -> str:
 def build(inputs: list[Path], out: Path) -> tuple[Path, Path]:
     records = read_records(inputs)
     if not records:
-        raise UserError(f"no records found under {', '.join(map(str, inputs))}; run `llmbench decode` first")
+        raise UserError(f"no records found under {', '.join(map(str, inputs))}; run `llmbench decode` or `llmbench finetune` first")
     ceilings = from_records(records)
-    decode, attention, pytest_benchmarks = defaultdict(list), defaultdict(list), defaultdict(list)
+    decode, finetune = defaultdict(list), defaultdict(list)
+    attention, pytest_benchmarks = defaultdict(list), defaultdict(list)
     for r in records:
-        if r.get("workload") == "decode" and r.get("status") == "ok":
-            decode[device_key(r)].append(roofline.with_ceilings(r, ceilings.get(device_key(r))))
-        elif r.get("workload") == "attention" and r.get("status") == "ok":
+        if r.get("status") != "ok":
+            continue
+        if r.get("workload") in ("decode", "finetune"):
+            group = decode if r["workload"] == "decode" else finetune
+            group[device_key(r)].append(roofline.with_ceilings(r, ceilings.get(device_key(r))))
+        elif r.get("workload") == "attention":
             attention[device_key(r)].append(r)
-        elif r.get("workload") == pytest_bench.WORKLOAD and r.get("status") == "ok":
+        elif r.get("workload") == pytest_bench.WORKLOAD:
             pytest_benchmarks[device_key(r)].append(r)
     figures = out / "plots"
     md = ["# llmbench report", "",
@@ -140,7 +165,8 @@ def build(inputs: list[Path], out: Path) -> tuple[Path, Path]:
           "+ KV written.", ""]
     sections = []  # (heading, markdown body, html body) per block, rendered to both formats
     failed = [r for r in records if r.get("status") not in ("ok", None)]
-    for n, device in enumerate(sorted(set(ceilings) | set(decode) | set(attention))):
+    devices = set(ceilings) | set(decode) | set(finetune) | set(attention) | set(pytest_benchmarks)
+    for n, device in enumerate(sorted(devices)):
         c, rs = ceilings.get(device), decode.get(device, [])
         blocks = [("h2", device)]
         if c and (c.copy_gbps or c.matmul_tflops):
@@ -151,6 +177,9 @@ def build(inputs: list[Path], out: Path) -> tuple[Path, Path]:
         for dtype in sorted({r["dtype"] for r in rs}, key=lambda d: plots.ORDER.index(d) if d in plots.ORDER else 9):
             rows = [decode_row(r) for r in rs if r["dtype"] == dtype]
             blocks += [("h3", f"Decode, {dtype}"), ("table", rows, DECODE_COLUMNS)]
+        if finetune.get(device):
+            blocks += [("h3", "Fine-tune"), ("p", FINETUNE_NOTE),
+                       ("table", finetune_rows(finetune[device]), FINETUNE_COLUMNS)]
         explanation = _explain(rs)
         if explanation:
             blocks += [("h3", "bf16 vs fp32"), ("p", explanation)]

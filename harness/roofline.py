@@ -25,6 +25,23 @@ def derive_decode(metrics: dict, cost: dict) -> dict:
     }
 
 
+def derive_finetune(metrics: dict, cost: dict) -> dict:
+    """Achieved FLOP rate of the median optimizer step (forward + backward of every micro-batch and rank)."""
+    return {"achieved_tflops": cost["flops_per_step"] / (metrics["step_ms_p50"] / 1e3) / 1e12}
+
+
+def compute_utilization(tflops: float, dtype: str, ceilings, devices: int = 1) -> dict:
+    """MFU against ``devices`` times the measured matmul rate of ``dtype`` (and against spec when known)."""
+    out = {}
+    rate = ceilings.matmul_tflops.get(dtype) if ceilings else None
+    if rate:
+        out.update(peak_tflops=rate * devices, mfu=tflops / (rate * devices))
+    spec = ceilings.spec if ceilings else None
+    if spec and dtype in spec.tflops:
+        out.update(spec_tflops=spec.tflops[dtype] * devices, mfu_spec=tflops / (spec.tflops[dtype] * devices))
+    return out
+
+
 def utilization(gbps: float, tflops: float, intensity: float, dtype: str, ceilings) -> dict:
     """MBU and MFU against the measured ceilings (and against spec when known), and
     the bound: memory when the arithmetic intensity is below the measured ridge
@@ -34,22 +51,26 @@ def utilization(gbps: float, tflops: float, intensity: float, dtype: str, ceilin
     rate = ceilings.matmul_tflops.get(dtype) if ceilings else None
     if bandwidth:
         out.update(peak_gbps=bandwidth, mbu=gbps / bandwidth)
-    if rate:
-        out.update(peak_tflops=rate, mfu=tflops / rate)
+    out.update(compute_utilization(tflops, dtype, ceilings))
     if bandwidth and rate:
         ridge = rate * 1e12 / (bandwidth * 1e9)
         out.update(ridge_flop_per_byte=ridge, bound="memory" if intensity < ridge else "compute")
-    spec = ceilings.spec if ceilings else None
-    if spec:
-        out.update(spec_gbps=spec.mem_gbps, mbu_spec=gbps / spec.mem_gbps)
-        if dtype in spec.tflops:
-            out.update(spec_tflops=spec.tflops[dtype], mfu_spec=tflops / spec.tflops[dtype])
+    if ceilings and ceilings.spec:
+        out.update(spec_gbps=ceilings.spec.mem_gbps, mbu_spec=gbps / ceilings.spec.mem_gbps)
     return out
 
 
 def with_ceilings(record: dict, ceilings) -> dict:
-    """A decode record with MBU, MFU and bound filled in from ``ceilings`` (decode and prefill)."""
-    if record.get("workload") != "decode" or record.get("status") != "ok":
+    """A decode record with MBU, MFU and bound filled in from ``ceilings`` (decode and prefill); a
+    finetune record with MFU (GPUs of a multi-process run add up; CPU processes share one host's)."""
+    if record.get("status") != "ok":
+        return record
+    if record.get("workload") == "finetune":
+        tflops = record["derived"]["achieved_tflops"]
+        devices = record.get("world_size", 1) if record.get("env", {}).get("device_type") == "cuda" else 1
+        return {**record, "derived": {"achieved_tflops": tflops,
+                                      **compute_utilization(tflops, record["dtype"], ceilings, devices)}}
+    if record.get("workload") != "decode":
         return record
     d = {k: v for k, v in record["derived"].items() if k in BASE_FIELDS}
     d.update(utilization(d["achieved_gbps"], d["achieved_tflops"], d["arithmetic_intensity"], record["dtype"], ceilings))

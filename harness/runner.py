@@ -105,7 +105,7 @@ def measure(workload: DecodeWorkload, point: DecodePoint, job: DecodeJob, bar: t
     return metrics, sampler.summary(tokens=job.repeats * point.batch_size * point.new_tokens)
 
 
-def failure(exc: BaseException) -> tuple[str, str]:
+def describe_failure(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, torch.OutOfMemoryError):
         return "oom", str(exc).splitlines()[0] if str(exc) else "out of memory"
     tail = "".join(traceback.format_exception(exc)[-3:]).strip()
@@ -145,7 +145,7 @@ def run_decode(job: DecodeJob, run_id: str, env: dict, progress: bool = True) ->
                         file=sys.stderr,
                     )
                 except Exception as exc:  # recorded, reported, and the next point goes on
-                    status, error = failure(exc)
+                    status, error = describe_failure(exc)
                     record = make_record(run_id=run_id, point=fields, status=status, error=error, env=env)
                     tqdm.write(f"{precision.name} {point}: {status}: {error}", file=sys.stderr)
                     if job.device.type == "cuda":

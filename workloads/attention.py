@@ -52,6 +52,8 @@ def triton_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     if attention_mask is not None and attention_mask.dtype != torch.bool:
         raise ValueError("triton attention takes boolean masks (from sdpa_mask); got an additive "
                          f"{attention_mask.dtype} mask")
+    # under autocast the projections may come out in different dtypes; the kernels take one
+    key, value = key.to(query.dtype), value.to(query.dtype)
     q_len, kv_len = query.shape[2], key.shape[2]
     # Without a mask, transformers means "every key" only for a single query; for more it means
     # causal from the top-left (an empty static cache being filled), which is the fused kernel's job.

@@ -156,15 +156,20 @@ def decode_run(shape: ModelShape, batch: int, prompt_len: int, new_tokens: int, 
 
 
 def finetune_step(shape: ModelShape, batch: int, seq_len: int) -> int:
-    """FLOPs of one training step (forward + backward) over ``batch`` sequences of ``seq_len``.
+    """Model FLOPs of one training step (forward + backward) over ``batch`` sequences of ``seq_len``.
 
-    Backward costs twice the forward (gradients for activations and for weights),
-    so a step is 3x the forward; the forward computes the LM head for every token
-    and causal attention over ``seq_len (seq_len + 1) / 2`` pairs per sequence.
+    Forward: ``2`` per matrix weight per token, the LM head included (training
+    computes logits for every position), plus causal attention, ``4 * heads *
+    head_dim`` per visible (query, key) pair. Backward: ``2x`` the forward for the
+    matrices (gradients for the activations and for the weights) and ``2.5x`` for
+    attention (dQ, dK, dV and dP, with QK^T recomputed, as ``attention`` counts
+    it). A step is thus ``3x`` the matmuls and ``3.5x`` attention's forward.
+    Recomputation by gradient checkpointing is not counted: MFU counts model FLOPs.
     """
     pairs = sum(shape.attended(i) for i in range(1, seq_len + 1))
-    forward = batch * (2 * shape.matmul_params * seq_len + 4 * shape.layers * shape.heads * shape.head_dim * pairs)
-    return 3 * forward
+    matmuls = 2 * shape.matmul_params * seq_len
+    attention_forward = 4 * shape.layers * shape.heads * shape.head_dim * pairs
+    return batch * (3 * matmuls + 7 * attention_forward // 2)
 
 
 def copy(elements: int, elem_bytes: int) -> Cost:

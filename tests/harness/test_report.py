@@ -129,3 +129,34 @@ def test_report_compares_attention_implementations(tmp_path):
     assert (tmp_path / "rep" / "plots" / "attention-0-bf16.png").exists()
     skipped = [line for line in md.splitlines() if "sdpa-cudnn" in line and "skipped" in line]
     assert len(skipped) == 1 and skipped[0].rstrip(" |").endswith("| 2")  # one line per reason, with a count
+
+def finetune(env, trainer, dtype, world, tflops):
+    metrics = {"tokens_per_s": 5e4, "samples_per_s": 12.0, "step_ms_p50": 1000.0, "peak_mem_bytes": 30e9,
+               "loss_start": 11.9, "loss_end": 7.25}
+    point = {"workload": "finetune", "model": "llama-3.2-1b", "trainer": trainer, "dtype": dtype, "batch_size": 4,
+             "seq_len": 512, "grad_accum": 2, "world_size": world}
+    return make_record(run_id="t", point=point, metrics=metrics, cost={"flops_per_step": tflops * 1e12},
+                       derived={"achieved_tflops": tflops}, env=env)
+
+
+def test_report_has_a_finetune_table_with_mfu_per_gpu(tmp_path):
+    gpu, finetune_only = tmp_path / "gpu", tmp_path / "ft"
+    for rec in [peak(GPU, "copy", "fp32", gbps=3000), peak(GPU, "matmul", "bf16", tflops=750),
+                peak(GPU, "matmul", "fp32", tflops=50), decode(GPU, "bf16", 1, 128, 300.0),
+                finetune(GPU, "lean", "bf16", 2, 300.0), finetune(GPU, "hf", "fp32", 1, 20.0)]:
+        append_record(gpu / RECORDS_FILE, rec)
+    append_record(finetune_only / RECORDS_FILE, finetune(CPU, "lean", "fp32", 1, 0.05))
+    out = tmp_path / "report"
+    assert cli.main(["report", str(gpu), str(finetune_only), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    gpu_section = md.split("## NVIDIA H100 80GB HBM3")[1].split("\n## ")[0]
+    assert "### Decode, bf16" in gpu_section and "### Fine-tune" in gpu_section
+    table = gpu_section.split("### Fine-tune")[1]
+    rows = [line for line in table.splitlines() if line.startswith("| llama-3.2-1b")]
+    assert len(rows) == 2
+    hf, lean = (line.split(" | ") for line in rows)  # sorted by model, trainer, precision
+    assert hf[1:3] == ["hf", "fp32"] and "40.0" in hf  # 20 of 50 TFLOP/s
+    assert lean[1:3] == ["lean", "bf16"] and "20.0" in lean  # 300 of 2 GPUs x 750 TFLOP/s
+    assert "11.900 -> 7.250" in table and "30.00" in table
+    cpu_section = md.split("## AMD EPYC (laptop)")[1]
+    assert "### Fine-tune" in cpu_section and "| lean | fp32 |" in cpu_section

@@ -4,7 +4,7 @@ import pytest
 
 from harness.ceilings import Ceilings, device_key, from_records, spec_for
 from harness.records import make_record
-from harness.roofline import derive_decode, utilization, with_ceilings
+from harness.roofline import derive_decode, derive_finetune, utilization, with_ceilings
 
 
 def test_spec_lookup_by_device_name():
@@ -75,3 +75,19 @@ def test_ceilings_from_records_take_the_best_median():
     c = found[device_key({"env": env})]
     assert c.copy_gbps == 22 and c.triad_gbps == 25 and c.matmul_tflops == {"bf16": 0.02, "fp32": 0.17}
     assert device_key({"env": env}) == "AMD EPYC (h)" and c.spec is None
+
+
+def test_finetune_mfu_counts_gpus_not_cpu_processes():
+    ceilings = Ceilings("d", copy_gbps=3000.0, matmul_tflops={"bf16": 800.0}, spec=spec_for("NVIDIA H100 80GB HBM3"))
+    point = {"workload": "finetune", "model": "m", "dtype": "bf16", "world_size": 4}
+    metrics, cost = {"step_ms_p50": 500.0}, {"flops_per_step": 800e12}
+    for device_type, devices in (("cuda", 4), ("cpu", 1)):
+        record = make_record(run_id="f", point=point, metrics=metrics, cost=cost,
+                             derived=derive_finetune(metrics, cost), env={"device_type": device_type})
+        d = with_ceilings(record, ceilings)["derived"]
+        assert d["achieved_tflops"] == pytest.approx(1600.0)  # 800 TFLOP in 0.5 s
+        assert d["peak_tflops"] == 800.0 * devices
+        assert d["mfu"] == pytest.approx(1600.0 / (800.0 * devices))
+        assert d["mfu_spec"] == pytest.approx(1600.0 / (989.4 * devices))
+    failed = make_record(run_id="f", point=point, status="oom", error="out of memory")
+    assert with_ceilings(failed, ceilings) == failed

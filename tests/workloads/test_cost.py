@@ -111,7 +111,13 @@ def test_kernel_cost_models_by_hand():
     assert d.flops == 4 * 8 * 40 * 16
 
 
-def test_finetune_step_is_three_forwards(llama1b):
-    seq = 8
-    forward = 2 * 1_235_746_816 * seq + 4 * 16 * 32 * 64 * (seq * (seq + 1) // 2)
-    assert cost.finetune_step(llama1b, batch=2, seq_len=seq) == 3 * 2 * forward
+def test_finetune_step_by_hand(llama1b):
+    # 8 tokens: forward = 2 FLOPs per matrix weight per token (LM head on every token) + causal attention
+    # over 1+2+...+8 = 36 pairs; backward = 2x the matmuls and 2.5x attention's forward.
+    seq, matmul, attention_per_pair = 8, 1_235_746_816, 4 * 16 * 32 * 64
+    matmuls, attention = 2 * matmul * seq, attention_per_pair * 36
+    per_sequence = (matmuls + attention) + (2 * matmuls + 5 * attention // 2)
+    assert per_sequence == 59_315_847_168 + 16_515_072  # 3 x 19_771_949_056 + 3.5 x 4_718_592
+    assert cost.finetune_step(llama1b, batch=2, seq_len=seq) == 2 * per_sequence
+    # attention's backward is the fused-attention cost model's
+    assert 5 * attention // 2 == cost.attention(1, 32, 8, seq, seq, 64, 2, causal=True, backward=True).flops * 16

@@ -1,0 +1,379 @@
+"""The fine-tune workload: causal-LM training steps, with the Hugging Face Trainer or a lean loop.
+
+Two trainers run the same model on the same token blocks (``workloads.data``):
+
+* ``hf``: ``transformers.Trainer`` with ``TrainingArguments`` as users write them
+  (per-device batch, gradient accumulation, bf16/fp16/tf32 flags, gradient
+  checkpointing, fused AdamW, no reporting integrations, nothing saved). A
+  ``TrainerCallback`` marks the end of every optimizer step on the caller's clock
+  (CUDA events on a GPU, read after training, so marking never adds a
+  synchronisation) and collects the loss the Trainer logs every step. The
+  Trainer's defaults stay, gradient clipping at 1.0 included; the learning rate
+  is constant so both trainers see the same schedule.
+* ``lean``: a plain loop: autocast where the precision asks for it, a GradScaler
+  for fp16 only, fused AdamW where the device has it, DDP's ``no_sync`` on all
+  but the last micro-batch, optional ``torch.compile`` (its compilation happens
+  in the warm-up steps, outside the timed region). No clipping, no logging
+  inside the timed region: losses stay on the device until the end.
+
+Precision (see ``workloads.precision``): ``fp32`` and ``tf32`` train fp32
+weights (``tf32`` lets matmuls use TF32 tensor cores). ``bf16`` and ``fp16`` mean
+what ``TrainingArguments(bf16=True)`` means: mixed precision, fp32 master weights,
+gradients and optimizer state, with matmuls and activations in bf16/fp16 under
+autocast. They are not pure bf16 weights. Records say so: ``weights_dtype``
+float32 and ``autocast_dtype`` bfloat16.
+
+Multi-process: under ``torchrun`` each process trains on its own shard of the
+blocks (DDP; gloo on CPU, nccl on GPU). The global batch per optimizer step is
+``batch_size x grad_accum x world_size`` sequences.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as torch_dist
+
+from workloads import cost, data
+from workloads.attention import ATTN_IMPLEMENTATIONS, check_attn
+from workloads.decode import Clock
+from workloads.errors import UserError
+from workloads.precision import Precision, matmul_mode
+from workloads.presets import ModelSpec, build_model
+
+TRAINERS = ("lean", "hf")
+ATTN_BACKENDS = ATTN_IMPLEMENTATIONS  # all of them have a backward pass, ours included
+
+
+@dataclass(frozen=True)
+class FinetunePoint:
+    batch_size: int  # sequences per device per micro-batch
+    seq_len: int
+    grad_accum: int = 1
+    steps: int = 10  # timed optimizer steps
+    warmup_steps: int = 2  # untimed optimizer steps first
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    trainer: str = "lean"
+    attn: str = "sdpa"
+    data: str = "synthetic"  # or a local dataset folder / file
+    split: str = "train"
+    text_column: str | None = None
+    packing: str = "pack"
+    lr: float = 1e-4
+    grad_checkpointing: bool = False
+    compile: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+                   int(os.environ.get("WORLD_SIZE", 1)))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, requested: torch.device) -> torch.device:
+        """The GPU of this local rank under torchrun; the requested device otherwise."""
+        if requested.type == "cuda" and self.world_size > 1:
+            return torch.device("cuda", self.local_rank)
+        return requested
+
+    def init(self, device: torch.device) -> None:
+        if self.world_size > 1 and not torch_dist.is_initialized():
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    def close(self) -> None:
+        if torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
+
+
+def training_dtypes(precision: Precision) -> tuple[torch.dtype, torch.dtype | None]:
+    """(weights dtype, autocast dtype or None): bf16/fp16 are mixed precision over fp32 weights."""
+    if precision.dtype in (torch.bfloat16, torch.float16):
+        return torch.float32, precision.dtype
+    return precision.dtype, None
+
+
+def check(spec: ModelSpec, precision: Precision, device: torch.device, point: FinetunePoint,
+          options: TrainOptions) -> None:
+    """Refuse what cannot run, before anything is built."""
+    for name in ("batch_size", "seq_len", "grad_accum", "steps"):
+        if getattr(point, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(point, name)}")
+    if point.warmup_steps < 0:
+        raise UserError(f"--warmup-steps must not be negative, got {point.warmup_steps}")
+    if point.seq_len < 2:
+        raise UserError("--seq-len must be at least 2 (a token and the one it predicts)")
+    if point.seq_len > spec.max_positions:
+        raise UserError(f"--seq-len {point.seq_len} exceeds {spec.name}'s {spec.max_positions} positions")
+    if options.trainer not in TRAINERS:
+        raise UserError(f"unknown trainer {options.trainer!r}; choose from {', '.join(TRAINERS)}")
+    check_attn(options.attn, device)
+    if options.packing not in data.PACKINGS:
+        raise UserError(f"unknown packing {options.packing!r}; choose from {', '.join(data.PACKINGS)}")
+    if precision.name == "fp16" and device.type != "cuda":
+        raise UserError("fp16 mixed precision needs a GPU (its GradScaler and fp16 kernels); on the CPU use bf16 "
+                        "or fp32")
+    if options.compile and point.warmup_steps < 1:
+        raise UserError("--compile needs --warmup-steps 1 or more, so compilation stays out of the timed steps")
+    if options.lr <= 0:
+        raise UserError(f"--lr must be positive, got {options.lr}")
+    if options.trainer == "hf" and device.type == "cuda" and (device.index or 0) != 0:
+        raise UserError("--trainer hf runs on the first visible GPU; pick one with CUDA_VISIBLE_DEVICES instead "
+                        f"of --device {device}")
+
+
+def load_blocks(spec: ModelSpec, point: FinetunePoint, options: TrainOptions, world_size: int) -> data.TokenBlocks:
+    """Every sequence the run trains on, all ranks together (each rank trains on its shard)."""
+    rows = (point.warmup_steps + point.steps) * point.grad_accum * point.batch_size * world_size
+    vocab = spec.config.vocab_size
+    if options.data == "synthetic":
+        return data.synthetic(vocab, rows, point.seq_len, options.seed)
+    texts = data.read_texts(Path(options.data).expanduser(), options.split, options.text_column)
+    tokenizer = data.local_tokenizer(spec.path) if spec.path else data.byte_tokenizer()
+    if len(tokenizer) > vocab:
+        raise UserError(f"the tokenizer has {len(tokenizer)} tokens but {spec.name}'s vocabulary only {vocab}")
+    return data.tokenize(texts, tokenizer, point.seq_len, options.packing, rows, options.data)
+
+
+@dataclass
+class TrainResult:
+    step_ms: list[float]  # timed optimizer steps, this process
+    losses: list[float]  # every step, warm-up included, averaged over micro-batches and ranks
+    optimizer: str
+
+
+class FinetuneWorkload:
+    """One model, precision and point: ``load_data()``, ``setup()``, then ``run()`` once."""
+
+    def __init__(self, spec: ModelSpec, precision: Precision, device: torch.device, point: FinetunePoint,
+                 options: TrainOptions, dist: Dist = Dist()):
+        self.spec, self.precision, self.device = spec, precision, device
+        self.point, self.options, self.dist = point, options, dist
+        self.model = None
+        self.blocks = None
+        self.shape = None
+
+    def load_data(self) -> None:
+        """Read and tokenize the data first: its mistakes are the user's, found before any model is built."""
+        self.blocks = load_blocks(self.spec, self.point, self.options, self.dist.world_size)
+
+    def setup(self) -> None:
+        if self.blocks is None:
+            self.load_data()
+        weights, _ = training_dtypes(self.precision)
+        self.model = build_model(self.spec, weights, self.device, self.options.attn, self.options.seed)
+        self.model.config.use_cache = False
+        self.shape = cost.model_shape(self.model)
+
+    def run(self, clock: Clock, after_warmup: Callable[[], None]) -> TrainResult:
+        """Warm-up steps, then ``after_warmup()``, then the timed steps, each marked on ``clock``."""
+        with matmul_mode(self.precision):
+            if self.options.trainer == "hf":
+                return _run_hf(self, clock, after_warmup)
+            return _run_lean(self, clock, after_warmup)
+
+    def teardown(self) -> None:
+        self.model = self.blocks = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def cost(self) -> dict:
+        """FLOPs of one optimizer step, all micro-batches of all ranks (see ``cost.finetune_step``)."""
+        p = self.point
+        sequences = p.batch_size * p.grad_accum * self.dist.world_size
+        flops = cost.finetune_step(self.shape, sequences, p.seq_len)
+        return {
+            "flops_per_step": flops,
+            "flops_per_token": flops / (sequences * p.seq_len),
+            "tokens_per_step": sequences * p.seq_len,
+            "sequences_per_step": sequences,
+            "params": self.shape.params,
+            "trainable_params": sum(q.numel() for q in self.model.parameters() if q.requires_grad),
+        }
+
+    def record_fields(self) -> dict:
+        weights, autocast = training_dtypes(self.precision)
+        o, p = self.options, self.point
+        return {
+            "weights_dtype": str(weights).removeprefix("torch."),
+            "autocast_dtype": str(autocast).removeprefix("torch.") if autocast else None,
+            "data": o.data,
+            "data_split": None if o.data == "synthetic" else o.split,
+            "text_column": o.text_column,
+            "packing": "pack" if o.data == "synthetic" else o.packing,
+            "tokenizer": None if o.data == "synthetic" else ("model" if self.spec.path else "byte-level"),
+            "data_unique_rows": self.blocks.unique_rows if self.blocks is not None else None,
+            "padding_fraction": self.blocks.padding_fraction if self.blocks is not None else None,
+            "global_batch_size": p.batch_size * p.grad_accum * self.dist.world_size,
+            "lr": o.lr,
+            "grad_checkpointing": o.grad_checkpointing,
+            "compile": o.compile,
+            "max_grad_norm": 1.0 if o.trainer == "hf" else None,
+        }
+
+
+def _fused_adamw(params, lr: float) -> tuple[torch.optim.Optimizer, str]:
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=True), "adamw-fused"
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, foreach=True), "adamw-foreach"
+
+
+def _mean_over_ranks(values: torch.Tensor, dist: Dist) -> torch.Tensor:
+    if dist.world_size > 1:
+        torch_dist.all_reduce(values)  # SUM: gloo has no AVG
+        values = values / dist.world_size
+    return values
+
+
+def _run_lean(w: FinetuneWorkload, clock: Clock, after_warmup: Callable[[], None]) -> TrainResult:
+    p, o, dist, device = w.point, w.options, w.dist, w.device
+    model = w.model.train()
+    if o.grad_checkpointing:  # renamed to activation checkpointing in transformers 5.x
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+    optimizer, name = _fused_adamw([q for q in model.parameters() if q.requires_grad], o.lr)
+    if dist.world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                          else None)
+    forward = torch.compile(model) if o.compile else model
+    _, autocast = training_dtypes(w.precision)
+    scaler = torch.amp.GradScaler(device.type) if autocast == torch.float16 else None
+    pin = device.type == "cuda"
+    rows = list(range(dist.rank, len(w.blocks), dist.world_size))  # this rank's shard, in order
+
+    def step(index: int) -> torch.Tensor:
+        total = torch.zeros((), device=device)
+        for micro in range(p.grad_accum):
+            start = (index * p.grad_accum + micro) * p.batch_size
+            batch = w.blocks.batch(rows[start:start + p.batch_size])
+            batch = {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) for k, v in batch.items()}
+            last = micro == p.grad_accum - 1
+            sync = contextlib.nullcontext() if last or dist.world_size == 1 else model.no_sync()
+            with sync:
+                with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+                    loss = forward(**batch).loss / p.grad_accum
+                (scaler.scale(loss) if scaler else loss).backward()
+            total += loss.detach()
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return total
+
+    losses = [step(i) for i in range(p.warmup_steps)]
+    after_warmup()
+    clock.start()
+    for i in range(p.warmup_steps, p.warmup_steps + p.steps):
+        losses.append(step(i))
+        clock.tick()
+    timeline = clock.stop()
+    per_step = _mean_over_ranks(torch.stack(losses).float(), dist).tolist()
+    return TrainResult(_step_times(timeline.ticks_ms), per_step, name)
+
+
+def _step_times(ticks_ms: list[float]) -> list[float]:
+    return [b - a for a, b in zip([0.0, *ticks_ms], ticks_ms)]
+
+
+def _checkpointing_argument(arguments_class, enabled: bool) -> dict:
+    """Gradient checkpointing under the name this transformers version uses (renamed in 5.x)."""
+    if not enabled:
+        return {}
+    fields = arguments_class.__dataclass_fields__
+    return {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": True}
+
+
+def _run_hf(w: FinetuneWorkload, clock: Clock, after_warmup: Callable[[], None]) -> TrainResult:
+    try:
+        from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
+        from transformers.data.data_collator import default_data_collator
+
+        import accelerate  # noqa: F401  (the Trainer needs it; say so before anything runs)
+    except ImportError:
+        raise UserError("--trainer hf needs the `accelerate` package (pip install accelerate); "
+                        "--trainer lean works without it") from None
+    p, o, device = w.point, w.options, w.device
+    cuda = device.type == "cuda"
+
+    class StepMarks(TrainerCallback):
+        """Marks the end of each optimizer step on the clock; collects the loss logged every step."""
+
+        def __init__(self):
+            self.losses: list[float] = []
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if p.warmup_steps == 0:
+                after_warmup()
+                clock.start()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == p.warmup_steps:
+                after_warmup()
+                clock.start()
+            elif state.global_step > p.warmup_steps:
+                clock.tick()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.losses.append(float(logs["loss"]))
+
+    optimizer = "adamw_torch_fused"
+    with tempfile.TemporaryDirectory(prefix="llmbench-hf-") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch,
+            per_device_train_batch_size=p.batch_size,
+            gradient_accumulation_steps=p.grad_accum,
+            max_steps=p.warmup_steps + p.steps,
+            learning_rate=o.lr,
+            lr_scheduler_type="constant",
+            weight_decay=0.0,
+            optim=optimizer,
+            bf16=w.precision.name == "bf16",
+            fp16=w.precision.name == "fp16",
+            tf32=(w.precision.name == "tf32") if cuda else None,
+            torch_compile=o.compile,
+            report_to="none",
+            save_strategy="no",
+            logging_strategy="steps",
+            logging_steps=1,
+            disable_tqdm=True,
+            seed=o.seed,
+            data_seed=o.seed,
+            use_cpu=not cuda,
+            dataloader_pin_memory=cuda,
+            ddp_backend=("nccl" if cuda else "gloo") if w.dist.world_size > 1 else None,
+            ddp_find_unused_parameters=False,
+            **_checkpointing_argument(TrainingArguments, o.grad_checkpointing),
+        )
+        marks = StepMarks()
+        trainer = Trainer(model=w.model, args=args, train_dataset=w.blocks, data_collator=default_data_collator,
+                          callbacks=[marks])
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        trainer.train()
+        timeline = clock.stop()
+    return TrainResult(_step_times(timeline.ticks_ms), marks.losses, "adamw-fused")

@@ -88,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--new-tokens", type=int_list, default=[64], metavar="N[,N...]", help="tokens to generate")
     d.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     d.add_argument("--attn", default="sdpa", choices=ATTN_IMPLEMENTATIONS, help="attention implementation")
-    d.add_argument("--cache", default="dynamic", choices=CACHES, help="KV cache implementation")
+    d.add_argument("--engine", default="hf", metavar="ENGINE[,ENGINE...]",
+                   help="decode engines to compare, first is the baseline: hf (generate()), hf-static (generate() "
+                        "with a static cache), lean (static cache, CUDA-graph step, on-device sampling)")
+    d.add_argument("--cache", default="dynamic", choices=CACHES, help="KV cache implementation of the hf engine")
     d.add_argument("--no-compile", dest="compile", action="store_false",
                    help="stop generate() from compiling the step (it does with a static cache on GPU)")
     g = d.add_argument_group("generation (greedy unless --do-sample or --num-beams)")
@@ -149,7 +152,7 @@ def cmd_decode(args) -> int:
     from harness.records import new_run_id
     from harness.runner import DecodeJob, run_decode
     from workloads.attention import check_attn
-    from workloads.decode import DecodePoint, GenerationOptions, check_point
+    from workloads.decode import ENGINES, DecodePoint, GenerationOptions, check_point
     from workloads.precision import check_supported, parse_precision, resolve_device
     from workloads.presets import resolve_model
 
@@ -174,6 +177,16 @@ def cmd_decode(args) -> int:
         compile=args.compile,
     )
     options.validate(device)
+    engines = [e.strip() for e in args.engine.split(",") if e.strip()]
+    for engine in engines:
+        if engine not in ENGINES:
+            raise UserError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    if not engines or len(set(engines)) != len(engines):
+        raise UserError(f"--engine needs distinct engines from {', '.join(ENGINES)}, got {args.engine!r}")
+    if "lean" in engines:
+        from workloads.lean import check_options
+
+        check_options(options)
     if args.repeats < 1:
         raise UserError("--repeats must be at least 1")
     check_writable(args.out)
@@ -182,8 +195,8 @@ def cmd_decode(args) -> int:
           f"{', '.join(p.name for p in precisions)}, {len(points)} point(s)", file=sys.stderr)
     run_id, env = new_run_id(), capture(device)
     ceilings = stored_or_measured_ceilings(args.out, device, precisions, run_id, env) if args.ceilings else None
-    job = DecodeJob(spec, precisions, device, points, args.attn, options, args.repeats, args.warmup, args.seed,
-                    args.out, ceilings)
+    job = DecodeJob(spec, precisions, device, points, args.attn, options, tuple(engines), args.repeats, args.warmup,
+                    args.seed, args.out, ceilings)
     records = run_decode(job, run_id, env, progress=args.progress)
     print(decode_table(records))
     print(f"\nrecords: {args.out / 'records.jsonl'}")
@@ -223,7 +236,7 @@ def stored_or_measured_ceilings(out: Path, device, precisions, run_id: str, env:
 
 def decode_table(records: list[dict]) -> str:
     """One row per record, grouped by point; speedup is tokens/s against the first
-    precision that completed at the same point."""
+    precision (and engine) that completed at the same point."""
     from harness.tables import render
 
     keys = [(r["model"], r["batch_size"], r["prompt_len"], r["new_tokens"]) for r in records]
@@ -237,7 +250,8 @@ def decode_table(records: list[dict]) -> str:
         m, d, c = r["metrics"], r["derived"], r["cost"]
         rate = m.get("tokens_per_s")
         rows.append({
-            "model": r["model"], "dtype": r["dtype"], "batch": r["batch_size"], "prompt": r["prompt_len"],
+            "model": r["model"], "dtype": r["dtype"], "engine": r.get("engine"), "batch": r["batch_size"],
+            "prompt": r["prompt_len"],
             "new": r["new_tokens"], "status": r["status"], "tok_s": rate, "ttft": m.get("ttft_ms"),
             "tpot50": m.get("tpot_ms_p50"), "tpot90": m.get("tpot_ms_p90"), "gbps": d.get("achieved_gbps"),
             "speedup": rate / baseline[key] if rate is not None else None,
@@ -245,8 +259,9 @@ def decode_table(records: list[dict]) -> str:
             "mb_step": c["bytes_per_step"] / 1e6 if "bytes_per_step" in c else None,
             "mbu": 100 * d["mbu"] if "mbu" in d else None, "bound": d.get("bound"),
         })
+    engine = [("engine", "engine", "")] if len({r.get("engine") for r in records}) > 1 else []
     return render(rows, [
-        ("model", "model", ""), ("dtype", "dtype", ""), ("batch", "batch", "d"), ("prompt", "prompt", "d"),
+        ("model", "model", ""), ("dtype", "dtype", ""), *engine, ("batch", "batch", "d"), ("prompt", "prompt", "d"),
         ("new", "new", "d"), ("tok_s", "tok/s", ".2f"), ("speedup", "speedup", ".2f"),
         ("ttft", "TTFT ms", ".1f"), ("tpot50", "TPOT p50 ms", ".2f"), ("tpot90", "TPOT p90 ms", ".2f"),
         ("mb_step", "MB/step", ".1f"), ("gbps", "GB/s", ".2f"), ("mbu", "% peak BW", ".1f"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ class DecodeJob:
     points: list[DecodePoint]
     attn: str = "sdpa"
     options: GenerationOptions = GenerationOptions()
+    engines: tuple[str, ...] = ("hf",)  # hf, hf-static (generate() with a static cache), lean
     repeats: int = 3
     warmup: int = 1
     seed: int = 0
@@ -67,13 +68,19 @@ def summarize(timelines: list[Timeline], point: DecodePoint) -> dict:
     }
 
 
-def point_fields(job: DecodeJob, precision: Precision, point: DecodePoint) -> dict:
+def engine_options(job: DecodeJob, engine: str) -> GenerationOptions:
+    """The generation options an engine runs with: hf-static is generate() with a static cache, and the
+    lean engine always decodes over its own static cache."""
+    return replace(job.options, cache="static") if engine in ("hf-static", "lean") else job.options
+
+
+def point_fields(job: DecodeJob, precision: Precision, point: DecodePoint, engine: str = "hf") -> dict:
     return {
         "workload": "decode",
         "model": job.spec.name,
         "model_path": str(job.spec.path) if job.spec.path else None,
         "random_weights": job.spec.random_weights,
-        "engine": "hf",
+        "engine": engine,
         "attn": job.attn,
         "dtype": precision.name,
         "weights_dtype": precision.dtype_name,
@@ -83,7 +90,7 @@ def point_fields(job: DecodeJob, precision: Precision, point: DecodePoint) -> di
         "prompt_len": point.prompt_len,
         "new_tokens": point.new_tokens,
         "seq_len": point.prompt_len + point.new_tokens,
-        **job.options.record_fields(job.device),
+        **engine_options(job, engine).record_fields(job.device, engine),
         "seed": job.seed,
     }
 
@@ -116,11 +123,13 @@ def run_decode(job: DecodeJob, run_id: str, env: dict, progress: bool = True) ->
     """Run the whole job; returns its records (also appended to ``job.out/records.jsonl``)."""
     path = job.out / RECORDS_FILE
     records = []
-    total = len(job.precisions) * len(job.points) * (job.warmup + job.repeats)
+    total = len(job.precisions) * len(job.engines) * len(job.points) * (job.warmup + job.repeats)
+    runs = [(precision, engine) for precision in job.precisions for engine in job.engines]
     with tqdm(total=total, desc="decode", unit="gen", file=sys.stderr, disable=None if progress else True, leave=False) as bar:
-        for precision in job.precisions:
-            workload = DecodeWorkload(job.spec, precision, job.device, job.attn, job.options, job.seed)
-            bar.set_description(f"{precision.name}: building {job.spec.name}")
+        for precision, engine in runs:
+            workload = DecodeWorkload(job.spec, precision, job.device, job.attn, engine_options(job, engine),
+                                      job.seed, engine="lean" if engine == "lean" else "hf")
+            bar.set_description(f"{precision.name} {engine}: building {job.spec.name}")
             try:
                 workload.setup()
                 build_error = None
@@ -128,7 +137,7 @@ def run_decode(job: DecodeJob, run_id: str, env: dict, progress: bool = True) ->
                 build_error = exc
             for point in job.points:
                 bar.set_description(f"{precision.name} b={point.batch_size} p={point.prompt_len} n={point.new_tokens}")
-                fields = point_fields(job, precision, point)
+                fields = point_fields(job, precision, point, engine)
                 try:
                     if build_error is not None:
                         raise build_error
@@ -139,7 +148,7 @@ def run_decode(job: DecodeJob, run_id: str, env: dict, progress: bool = True) ->
                         derived=roofline.derive_decode(metrics, cost), env=env, telemetry=tel,
                     ), job.ceilings)
                     tqdm.write(
-                        f"{precision.name} b={point.batch_size} p={point.prompt_len} n={point.new_tokens}: "
+                        f"{precision.name} {engine} b={point.batch_size} p={point.prompt_len} n={point.new_tokens}: "
                         f"{metrics['tokens_per_s']:.1f} tok/s, TTFT {metrics['ttft_ms']:.1f} ms, "
                         f"{record['derived']['achieved_gbps']:.1f} GB/s",
                         file=sys.stderr,

@@ -1,11 +1,12 @@
 """The decode workload: prefill plus token-by-token generation with a KV cache.
 
-This is the Hugging Face ``generate()`` path (engine ``hf``): the model runs as a
-user would run it, with the generation options users tune passed through. The
-timed region is one ``generate()`` call; a stopping criterion, which
-``generate()`` calls once after every new token, marks each token on the
+Two engines run the same model. ``hf`` is Hugging Face's ``generate()``: the
+model runs as a user would run it, with the generation options users tune passed
+through; the timed region is one ``generate()`` call, and a stopping criterion,
+which ``generate()`` calls once after every new token, marks each token on the
 caller's clock, so prefill (time to first token) and every decode step are timed
-separately without adding a host synchronisation.
+separately without adding a host synchronisation. ``lean`` is ``workloads.lean``:
+a static cache and a fixed (on a GPU, CUDA-graph) decode step, marked the same way.
 
 Prompts are fresh random token ids for every call (never the same buffer twice).
 """
@@ -26,6 +27,7 @@ from workloads.presets import ModelSpec, build_model
 
 # Cache layouts we time; a subset of what transformers offers ("quantized" needs extra packages).
 CACHES = tuple(c for c in ("dynamic", "static", "offloaded", "offloaded_static") if c in ALL_CACHE_IMPLEMENTATIONS)
+ENGINES = ("hf", "hf-static", "lean")  # hf-static: generate() with a static cache
 
 
 class Clock(Protocol):
@@ -70,12 +72,14 @@ class GenerationOptions:
         if self.repetition_penalty <= 0:
             raise UserError(f"--repetition-penalty must be positive, got {self.repetition_penalty}")
 
-    def compiled(self, device: torch.device) -> bool:
-        """Whether generate() compiles the forward (its own rule: a static cache on a GPU)."""
-        return self.compile and device.type == "cuda" and self.cache in STATIC_CACHE_IMPLEMENTATIONS
+    def compiled(self, device: torch.device, engine: str = "hf") -> bool:
+        """Whether the decode step is compiled: generate()'s own rule is a static cache on a GPU; the
+        lean engine compiles (captures) its step on a GPU."""
+        static = self.cache in STATIC_CACHE_IMPLEMENTATIONS or engine == "lean"
+        return self.compile and device.type == "cuda" and static
 
-    def record_fields(self, device: torch.device) -> dict:
-        return {**asdict(self), "compile": self.compiled(device)}
+    def record_fields(self, device: torch.device, engine: str = "hf") -> dict:
+        return {**asdict(self), "compile": self.compiled(device, engine)}
 
 
 def check_point(spec: ModelSpec, point: DecodePoint) -> None:
@@ -117,18 +121,24 @@ class DecodeWorkload:
         attn: str = "sdpa",
         options: GenerationOptions = GenerationOptions(),
         seed: int = 0,
+        engine: str = "hf",
     ):
         self.spec, self.precision, self.device = spec, precision, device
-        self.attn, self.options, self.seed = attn, options, seed
+        self.attn, self.options, self.seed, self.engine = attn, options, seed, engine
         self.model = None
+        self.lean = None
         self.shape = None
 
     def setup(self) -> None:
         self.model = build_model(self.spec, self.precision.dtype, self.device, self.attn, self.seed)
         self.shape = cost.model_shape(self.model)
+        if self.engine == "lean":
+            from workloads.lean import LeanEngine
+
+            self.lean = LeanEngine(self.model, compile=self.options.compile)
 
     def teardown(self) -> None:
-        self.model = None
+        self.model = self.lean = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -155,7 +165,16 @@ class DecodeWorkload:
         )
 
     def run(self, point: DecodePoint, prompt: torch.Tensor, clock: Clock):
-        """The timed region: one generate() call. Returns the clock's timeline."""
+        """The timed region: one generate() call (or the lean engine's). Returns the clock's timeline."""
+        if self.engine == "lean":
+            opts = self.options
+            with matmul_mode(self.precision):
+                tokens, timeline = self.lean.generate(prompt, point.new_tokens, clock, opts.do_sample,
+                                                      opts.temperature, opts.top_k, seed=self.seed)
+            if tokens.shape != (point.batch_size, point.new_tokens) or len(timeline.ticks_ms) != point.new_tokens:
+                raise RuntimeError(f"the lean engine made {tuple(tokens.shape)} tokens in {len(timeline.ticks_ms)} "
+                                   f"steps, expected {point.new_tokens}; refusing to report a timing")
+            return timeline
         config = self.generation_config(point)
         mark = _MarkEachToken(clock)
         with torch.inference_mode(), matmul_mode(self.precision):

@@ -143,3 +143,23 @@ def test_triton_attention_without_gpu_or_interpreter_is_refused(tmp_path, capsys
     assert cli.main([*TINY, "--device", "cpu", "--attn", "triton", "--out", str(tmp_path / "out")]) == 2
     assert "need a CUDA GPU" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_decode_compares_engines(tmp_path, capsys):
+    assert cli.main([*TINY, "--dtype", "fp32", "--engine", "hf,hf-static,lean", "--out", str(tmp_path)]) == 0
+    recs = read_records([tmp_path / "records.jsonl"])
+    assert [(r["engine"], r["cache"]) for r in recs] == [("hf", "dynamic"), ("hf-static", "static"),
+                                                          ("lean", "static")]
+    assert all(r["status"] == "ok" and r["metrics"]["decode_steps_timed"] == 2 * 4 for r in recs)
+    lines = capsys.readouterr().out.splitlines()
+    assert "engine" in lines[0] and [line.split()[2] for line in lines[2:5]] == ["hf", "hf-static", "lean"]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--engine", "vllm"], "unknown engine 'vllm'"),
+    (["--engine", "lean", "--num-beams", "2"], "does not support --num-beams"),
+])
+def test_bad_engine_choices(tmp_path, capsys, extra, message):
+    assert cli.main([*TINY, *extra, "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -39,7 +39,7 @@ def test_mixed_precision_keeps_fp32_weights():
     (FinetunePoint(1, 8, grad_accum=0), TrainOptions(), "--grad-accum must be at least 1"),
     (FinetunePoint(1, 8, warmup_steps=-1), TrainOptions(), "--warmup-steps must not be negative"),
     (FinetunePoint(1, 8), TrainOptions(trainer="deepspeed"), "unknown trainer"),
-    (FinetunePoint(1, 8), TrainOptions(attn="triton"), "cannot train here"),
+    (FinetunePoint(1, 8), TrainOptions(attn="flash"), "unknown attention implementation"),
     (FinetunePoint(1, 8), TrainOptions(packing="stack"), "unknown packing"),
 ])
 def test_refusals(point, options, message):

@@ -24,20 +24,23 @@ and value once, at full speed, and nothing past a sequence's length. Design:
 - An optional boolean ``mask`` (batch, q_len, capacity), True = attend, on top of
   the lengths (left padding in a batch).
 
-``decode_attention_reference`` beside it is the definition in PyTorch. On CPU the
+The key-tile size, warps and pipeline depth are autotuned from a table per GPU
+generation (as in ``kernels.attention``); chunks start on a tile boundary of every
+candidate. ``decode_attention_reference`` beside it is the definition in PyTorch. On CPU the
 kernels run in Triton's interpreter (bf16 dots upcast there, as in
 ``kernels.attention``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import triton
 import triton.language as tl
 
-from kernels.attention import SUPPORTED_DTYPES, _block_d, _dot, _precision, interpreting
+from kernels.attention import SUPPORTED_DTYPES, _block_d, _dot, _generation, _precision, interpreting
 
 LOG2E = 1.4426950408889634
 MIN_KEYS_PER_SPLIT = 256
@@ -133,6 +136,22 @@ def _decode_combine(PART_O, PART_LSE, O, stride_ob, stride_oh, stride_om, H, Q_L
              out.to(O.dtype.element_ty), mask=offs_d < HEAD_DIM)
 
 
+# Candidate (BLOCK_N, warps, stages) per GPU generation, autotuned per head dim, rows and layout. The
+# kernel streams K/V tiles, so deeper pipelines help on Hopper; sm86/89 parts have 100 KB of shared memory.
+SPLIT_CONFIGS = {
+    "interpreter": [(16, 1, 1)],
+    "hopper": [(64, 4, 3), (64, 4, 4), (128, 4, 3), (128, 8, 3), (32, 4, 4)],
+    "ampere": [(64, 4, 3), (64, 4, 2), (128, 8, 2), (32, 4, 3)],
+    "older": [(64, 4, 2), (32, 4, 2)],
+}
+
+
+@functools.cache
+def _tuned_split(generation: str):
+    configs = [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=st) for n, w, st in SPLIT_CONFIGS[generation]]
+    return triton.autotune(configs=configs, key=["HEAD_DIM", "BLOCK_H", "PAGE_SIZE", "HAS_MASK"])(_decode_split)
+
+
 def default_splits(batch: int, kv_heads: int, capacity: int, device: torch.device) -> int:
     """Chunks per sequence: enough programs for about two waves over the SMs, never under
     ``MIN_KEYS_PER_SPLIT`` keys a chunk. Depends on the capacity, not the lengths."""
@@ -185,9 +204,10 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
     group = heads // kv_heads
     block_d = _block_d(head_dim)
-    block_n = 16 if interpreting() else 64
+    generation = _generation()
+    align = max(n for n, _, _ in SPLIT_CONFIGS[generation])  # chunks start on a tile boundary of every config
     splits = num_splits or default_splits(batch, kv_heads, capacity, q.device)
-    split_len = triton.cdiv(triton.cdiv(capacity, splits), block_n) * block_n
+    split_len = triton.cdiv(triton.cdiv(capacity, splits), align) * align
     splits = triton.cdiv(capacity, split_len)
 
     part_o = torch.empty((batch, heads, q_len, splits, block_d), dtype=torch.float32, device=q.device)
@@ -201,16 +221,15 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                       v_cache.stride(0), v_cache.stride(1), v_cache.stride(2))
     table = block_table if paged else lengths
     mask_t = mask if mask is not None else lengths
-    _decode_split[(batch * kv_heads, splits)](
+    _tuned_split(generation)[(batch * kv_heads, splits)](
         q, k_cache, v_cache, lengths, table, mask_t, part_o, part_lse,
         q.stride(0), q.stride(1), q.stride(2), *kv_strides,
         table.stride(0) if paged else 0, mask.stride(0) if mask is not None else 0,
         mask.stride(1) if mask is not None else 0,
         kv_heads, q_len, split_len, splits, scale * LOG2E,
         GROUP=group, HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_H=max(16, triton.next_power_of_2(group * q_len)),
-        BLOCK_N=block_n, PAGE_SIZE=page_size, HAS_MASK=mask is not None,
-        UPCAST=interpreting() and q.dtype == torch.bfloat16, PRECISION=_precision(q.dtype),
-        num_warps=4, num_stages=1 if interpreting() else 3)
+        PAGE_SIZE=page_size, HAS_MASK=mask is not None,
+        UPCAST=interpreting() and q.dtype == torch.bfloat16, PRECISION=_precision(q.dtype))
     _decode_combine[(batch * heads * q_len,)](
         part_o, part_lse, out, out.stride(0), out.stride(1), out.stride(2), heads, q_len, splits,
         HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_S=max(2, triton.next_power_of_2(splits)))

@@ -28,6 +28,7 @@ from pathlib import Path
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is first imported
 
 from harness import compare, kernelbench, pytest_bench, sweep  # noqa: E402
 from workloads.errors import UserError  # noqa: E402
@@ -58,8 +59,7 @@ def positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from harness import finetune
-    from workloads.attention import ATTN_IMPLEMENTATIONS
-    from workloads.decode import CACHES
+    from workloads.choices import ATTN_IMPLEMENTATIONS, CACHES
 
     parser = argparse.ArgumentParser(
         prog="llmbench",
@@ -152,7 +152,8 @@ def cmd_decode(args) -> int:
     from harness.records import new_run_id
     from harness.runner import DecodeJob, run_decode
     from workloads.attention import check_attn
-    from workloads.decode import ENGINES, DecodePoint, GenerationOptions, check_point
+    from workloads.choices import ENGINES
+    from workloads.decode import DecodePoint, GenerationOptions, check_point
     from workloads.precision import check_supported, parse_precision, resolve_device
     from workloads.presets import resolve_model
 
@@ -388,9 +389,6 @@ COMMANDS = {"decode": cmd_decode, "finetune": cmd_finetune, "peak": cmd_peak, "r
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import transformers
-
-    transformers.logging.set_verbosity_error()
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

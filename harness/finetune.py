@@ -19,8 +19,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
 
 from harness.cli import DEFAULT_MODEL, check_writable, positive_int, stored_or_measured_ceilings
 from workloads.errors import UserError
@@ -30,8 +28,8 @@ DEFAULT_TRAIN_MODEL = {**DEFAULT_MODEL, "cpu": "gpt2"}
 
 
 def add_parser(sub) -> None:
-    from workloads.data import PACKINGS
-    from workloads.finetune import ATTN_BACKENDS, TRAINERS
+    from workloads.choices import ATTN_IMPLEMENTATIONS as ATTN_BACKENDS
+    from workloads.choices import PACKINGS, TRAINERS
 
     f = sub.add_parser(
         "finetune",
@@ -78,6 +76,8 @@ def add_parser(sub) -> None:
 def summarize(step_ms: list[float], losses: list[float], cost: dict) -> dict:
     from harness.timing import spread
 
+    import numpy as np
+
     step_s = float(np.median(step_ms)) / 1e3
     return {
         "tokens_per_s": cost["tokens_per_step"] / step_s,
@@ -94,6 +94,7 @@ def summarize(step_ms: list[float], losses: list[float], cost: dict) -> dict:
 def _max_over_ranks(values: list[float], world_size: int, device: torch.device) -> list[float]:
     if world_size == 1:
         return values
+    import torch
     import torch.distributed as torch_dist
 
     tensor = torch.tensor(values, dtype=torch.float64, device=device)  # nccl reduces GPU tensors only

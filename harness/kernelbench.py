@@ -27,9 +27,6 @@ import sys
 from itertools import product
 from pathlib import Path
 
-import numpy as np
-import torch
-from tqdm import tqdm
 
 from workloads.errors import UserError
 
@@ -40,7 +37,8 @@ CAUSAL = {"both": (True, False), "yes": (True,), "no": (False,)}
 
 def add_parser(sub) -> None:
     from harness.cli import int_list, positive_int
-    from workloads.kernelbench import IMPLS, MODES
+    from workloads.choices import ATTENTION_IMPLS as IMPLS
+    from workloads.choices import ATTENTION_MODES as MODES
 
     k = sub.add_parser("kernel", help="kernel microbenchmarks: our Triton kernels against PyTorch's",
                        description="Benchmark one kernel family across implementations; records go to OUT.")
@@ -69,7 +67,7 @@ def add_parser(sub) -> None:
     a.add_argument("--heads", type=positive_int, default=None, help="query heads (default 2048 // head_dim)")
     _add_common(a)
 
-    from workloads.kernelbench import DECODE_IMPLS
+    from workloads.choices import DECODE_ATTENTION_IMPLS as DECODE_IMPLS
 
     d = ksub.add_parser(
         "decode-attention", help="decode attention over a KV cache: triton (ours, contiguous and paged) vs SDPA "
@@ -166,6 +164,8 @@ def points(args, device: torch.device) -> list:
 
 
 def main(args) -> int:
+    from tqdm import tqdm
+
     from harness.cli import check_writable, stored_or_measured_ceilings
     from harness.envinfo import capture, device_name
     from harness.records import RECORDS_FILE, append_record, new_run_id
@@ -199,6 +199,9 @@ def measure(kernel: str, point, precision, device: torch.device, seed: int, run_
             ceilings) -> dict:
     """One record for one point of ``kernel`` (attention or decode-attention): ok with metrics, or
     skipped / oom / failed with the reason."""
+    import numpy as np
+    import torch
+
     from harness.records import make_record
     from harness.roofline import utilization
     from harness.runner import describe_failure

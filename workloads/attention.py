@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import torch
 
+from workloads.choices import ATTN_IMPLEMENTATIONS
 from workloads.errors import UserError
 
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "triton")
 DECODE_MAX_QUERIES = 8  # up to this many new tokens over a cache go to the decode kernel
 
 

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workloads.choices import PACKINGS
 from workloads.errors import UserError
 
-PACKINGS = ("pack", "pad")
 FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".txt": "text"}
 SPLIT_SPEC = re.compile(r"^(?P<name>[\w.-]+)(\[(?P<slice>[^\]]*)\])?$")
 MARKOV_STATES = 256  # token ids the synthetic chain visits (fewer when the vocabulary is smaller)

@@ -18,16 +18,15 @@ from typing import Protocol
 
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
-from transformers.generation.configuration_utils import ALL_CACHE_IMPLEMENTATIONS, STATIC_CACHE_IMPLEMENTATIONS
+from transformers.generation.configuration_utils import STATIC_CACHE_IMPLEMENTATIONS
 
 from workloads import cost
+from workloads.choices import CACHES
 from workloads.errors import UserError
 from workloads.precision import Precision, matmul_mode
 from workloads.presets import ModelSpec, build_model
 
 # Cache layouts we time; a subset of what transformers offers ("quantized" needs extra packages).
-CACHES = tuple(c for c in ("dynamic", "static", "offloaded", "offloaded_static") if c in ALL_CACHE_IMPLEMENTATIONS)
-ENGINES = ("hf", "hf-static", "lean")  # hf-static: generate() with a static cache
 
 
 class Clock(Protocol):

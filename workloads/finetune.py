@@ -41,13 +41,13 @@ import torch
 import torch.distributed as torch_dist
 
 from workloads import cost, data
-from workloads.attention import ATTN_IMPLEMENTATIONS, check_attn
+from workloads.attention import check_attn
+from workloads.choices import ATTN_IMPLEMENTATIONS, TRAINERS
 from workloads.decode import Clock
 from workloads.errors import UserError
 from workloads.precision import Precision, matmul_mode
 from workloads.presets import ModelSpec, build_model
 
-TRAINERS = ("lean", "hf")
 ATTN_BACKENDS = ATTN_IMPLEMENTATIONS  # all of them have a backward pass, ours included
 
 

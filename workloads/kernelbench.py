@@ -31,14 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from workloads import cost
+from workloads.choices import ATTENTION_IMPLS, ATTENTION_MODES, DECODE_ATTENTION_IMPLS, SDPA_BACKENDS
 from workloads.errors import UserError
 from workloads.precision import Precision
 
-SDPA_BACKENDS = {"sdpa-flash": "FLASH_ATTENTION", "sdpa-efficient": "EFFICIENT_ATTENTION",
-                 "sdpa-cudnn": "CUDNN_ATTENTION", "sdpa-math": "MATH"}
-IMPLS = ("triton", *SDPA_BACKENDS, "eager")
-MODES = ("fwd", "bwd", "fwd+bwd")
-DECODE_IMPLS = ("triton", "triton-paged", "sdpa", "eager")
+IMPLS, MODES, DECODE_IMPLS = ATTENTION_IMPLS, ATTENTION_MODES, DECODE_ATTENTION_IMPLS
 PAGE_SIZE = 16
 
 

@@ -1,0 +1,21 @@
+"""The names users choose from on the command line, importable without torch or transformers.
+
+The CLI builds its whole parser from these (and a sweep checks a file's keys
+against that parser), so ``llmbench --help`` and ``llmbench sweep plan`` start in
+a fraction of a second instead of waiting for torch. The modules that implement
+each choice import their tuple from here; the tests check these lists against
+what transformers and PyTorch offer.
+"""
+
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "triton")  # transformers' two, and ours (workloads.attention)
+CACHES = ("dynamic", "static", "offloaded", "offloaded_static")  # transformers' KV caches we time
+ENGINES = ("hf", "hf-static", "lean")  # generate(), generate() with a static cache, workloads.lean
+TRAINERS = ("lean", "hf")  # our loop, transformers' Trainer
+PACKINGS = ("pack", "pad")  # how training text becomes fixed-length rows
+
+# kernel benchmarks (workloads.kernelbench)
+SDPA_BACKENDS = {"sdpa-flash": "FLASH_ATTENTION", "sdpa-efficient": "EFFICIENT_ATTENTION",
+                 "sdpa-cudnn": "CUDNN_ATTENTION", "sdpa-math": "MATH"}  # name -> torch SDPBackend member
+ATTENTION_IMPLS = ("triton", *SDPA_BACKENDS, "eager")
+ATTENTION_MODES = ("fwd", "bwd", "fwd+bwd")
+DECODE_ATTENTION_IMPLS = ("triton", "triton-paged", "sdpa", "eager")

@@ -127,7 +127,7 @@ def _precisions(text: str, device: torch.device) -> list:
 
 def decode_points(args, device: torch.device) -> list:
     """Every (precision, point) of a decode-attention sweep, implementations innermost."""
-    from workloads.kernelbench import DECODE_IMPLS, DecodeAttentionPoint, check_decode_point
+    from workloads.kernelbench import DECODE_IMPLS, DecodeAttentionPoint, check_point
 
     impls = _names(args.impl, DECODE_IMPLS, "impl")
     contexts = args.context or DEFAULT_CONTEXT["cuda" if device.type == "cuda" else "cpu"]
@@ -137,7 +137,7 @@ def decode_points(args, device: torch.device) -> list:
         if gqa < 1 or args.heads % gqa:
             raise UserError(f"--gqa {gqa} does not divide {args.heads} query heads")
         point = DecodeAttentionPoint(impl, batch, args.heads, args.heads // gqa, context, head_dim)
-        check_decode_point(point)
+        check_point(point)
         out.append((precision, point))
     return out
 

@@ -65,14 +65,17 @@ class KernelCase:
     grads: list  # tensors whose .grad the timer resets between calls
 
 
-def check_point(point: AttentionPoint) -> None:
-    if point.impl not in IMPLS:
-        raise UserError(f"unknown implementation {point.impl!r}; choose from {', '.join(IMPLS)} (or sdpa = every "
-                        "sdpa backend)")
-    if point.mode not in MODES:
+def check_point(point: AttentionPoint | DecodeAttentionPoint) -> None:
+    """Refuse a point of either kernel that nothing can run: unknown names, sizes below 1, a GQA split
+    that does not divide."""
+    impls = DECODE_IMPLS if isinstance(point, DecodeAttentionPoint) else IMPLS
+    if point.impl not in impls:
+        raise UserError(f"unknown implementation {point.impl!r}; choose from {', '.join(impls)}")
+    if getattr(point, "mode", MODES[0]) not in MODES:
         raise UserError(f"unknown mode {point.mode!r}; choose from {', '.join(MODES)}")
-    if min(point.batch_size, point.heads, point.kv_heads, point.seq_len, point.head_dim) < 1:
-        raise UserError("batch size, heads, KV heads, sequence length and head dim must be positive")
+    small = [name for name, value in point.fields().items() if type(value) is int and value < 1]
+    if small:
+        raise UserError(f"{', '.join(small)} must be positive")
     if point.heads % point.kv_heads:
         raise UserError(f"query heads ({point.heads}) must be a multiple of KV heads ({point.kv_heads})")
 
@@ -166,15 +169,6 @@ class DecodeAttentionPoint:
 
     def fields(self) -> dict:
         return asdict(self)
-
-
-def check_decode_point(point: DecodeAttentionPoint) -> None:
-    if point.impl not in DECODE_IMPLS:
-        raise UserError(f"unknown implementation {point.impl!r}; choose from {', '.join(DECODE_IMPLS)}")
-    if min(point.batch_size, point.heads, point.kv_heads, point.context, point.head_dim) < 1:
-        raise UserError("batch size, heads, KV heads, context and head dim must be positive")
-    if point.heads % point.kv_heads:
-        raise UserError(f"query heads ({point.heads}) must be a multiple of KV heads ({point.kv_heads})")
 
 
 def decode_attention_cost(point: DecodeAttentionPoint, elem_bytes: int) -> cost.Cost:

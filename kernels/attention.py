@@ -80,6 +80,30 @@ def _load_tile(base, offs_r, offs_d, stride_r, n_rows, CHECK_ROWS: tl.constexpr,
 
 
 @triton.jit
+def _allowed(offs_m, offs_n, mask_base, stride_mm, stride_mn, Q_LEN, KV_LEN,
+             CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr):
+    """Boolean (BLOCK_M, BLOCK_N) tile: in range, causal if asked, and allowed by the user's mask."""
+    allowed = (offs_m[:, None] < Q_LEN) & (offs_n[None, :] < KV_LEN)
+    if CAUSAL:
+        allowed = allowed & (offs_m[:, None] >= offs_n[None, :])
+    if HAS_MASK:
+        user = tl.load(mask_base + offs_m[:, None] * stride_mm + offs_n[None, :] * stride_mn,
+                       mask=allowed, other=0)
+        allowed = allowed & (user != 0)
+    return allowed
+
+
+@triton.jit
+def _key_phases(start_m, KV_LEN, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr):
+    """Key range of one query block, split in two: [0, full_end) is in range (and, if causal, fully below
+    the diagonal) and needs no masking; [full_end, masked_end) is checked element by element."""
+    kv_full = (KV_LEN // BLOCK_N) * BLOCK_N
+    if CAUSAL:
+        return tl.minimum(start_m, kv_full), tl.minimum(KV_LEN, start_m + BLOCK_M)
+    return kv_full, KV_LEN
+
+
+@triton.jit
 def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, mask_base, offs_m, offs_d, lo, hi,
                 stride_kn, stride_vn, stride_mm, stride_mn, Q_LEN, KV_LEN, qk_scale,
                 HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -96,13 +120,7 @@ def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, mask_base, offs_m, offs_d, lo,
         v = _load_tile(v_base, offs_n, offs_d, stride_vn, KV_LEN, MASKED, HEAD_DIM, BLOCK_D)
         s = _dot(q, tl.trans(k), UPCAST, PRECISION) * qk_scale
         if MASKED or HAS_MASK:
-            allowed = (offs_n[None, :] < KV_LEN) & (offs_m[:, None] < Q_LEN)
-            if CAUSAL:
-                allowed = allowed & (offs_m[:, None] >= offs_n[None, :])
-            if HAS_MASK:
-                user = tl.load(mask_base + offs_m[:, None] * stride_mm + offs_n[None, :] * stride_mn,
-                               mask=allowed, other=0)
-                allowed = allowed & (user != 0)
+            allowed = _allowed(offs_m, offs_n, mask_base, stride_mm, stride_mn, Q_LEN, KV_LEN, CAUSAL, HAS_MASK)
             s = tl.where(allowed, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -147,14 +165,7 @@ def _attn_fwd(Q, K, V, O, LSE, MASK,
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
-    # Key blocks fully in range (and, if causal, fully below the diagonal) need no masking.
-    kv_full = (KV_LEN // BLOCK_N) * BLOCK_N
-    if CAUSAL:
-        full_end = tl.minimum(start_m, kv_full)
-        masked_end = tl.minimum(KV_LEN, start_m + BLOCK_M)
-    else:
-        full_end = kv_full
-        masked_end = KV_LEN
+    full_end, masked_end = _key_phases(start_m, KV_LEN, BLOCK_M, BLOCK_N, CAUSAL)
     acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, mask_base, offs_m, offs_d, 0, full_end,
                                 stride_kn, stride_vn, stride_mm, stride_mn, Q_LEN, KV_LEN, qk_scale,
                                 HEAD_DIM, BLOCK_D, BLOCK_N, False, CAUSAL, HAS_MASK, UPCAST, PRECISION)
@@ -190,20 +201,6 @@ def _bwd_delta(O, DO, DELTA, stride_ob, stride_oh, stride_om, stride_dob, stride
                  + offs_m[:, None] * stride_dom + offs_d[None, :], mask=ok, other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + bh.to(tl.int64) * Q_LEN + offs_m, delta, mask=offs_m < Q_LEN)
-
-
-@triton.jit
-def _allowed(offs_m, offs_n, mask_base, stride_mm, stride_mn, Q_LEN, KV_LEN,
-             CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr):
-    """Boolean (BLOCK_M, BLOCK_N) tile: in range, causal if asked, and allowed by the user's mask."""
-    allowed = (offs_m[:, None] < Q_LEN) & (offs_n[None, :] < KV_LEN)
-    if CAUSAL:
-        allowed = allowed & (offs_m[:, None] >= offs_n[None, :])
-    if HAS_MASK:
-        user = tl.load(mask_base + offs_m[:, None] * stride_mm + offs_n[None, :] * stride_mn,
-                       mask=allowed, other=0)
-        allowed = allowed & (user != 0)
-    return allowed
 
 
 @triton.jit
@@ -352,13 +349,7 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, MASK,
     mask_base = MASK + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
-    kv_full = (KV_LEN // BLOCK_N) * BLOCK_N
-    if CAUSAL:
-        full_end = tl.minimum(start_m, kv_full)
-        masked_end = tl.minimum(KV_LEN, start_m + BLOCK_M)
-    else:
-        full_end = kv_full
-        masked_end = KV_LEN
+    full_end, masked_end = _key_phases(start_m, KV_LEN, BLOCK_M, BLOCK_N, CAUSAL)
     dq = _dq_blocks(dq, q, do, lse, delta, k_base, v_base, mask_base, offs_m, offs_d, 0, full_end,
                     stride_kn, stride_vn, stride_mm, stride_mn, Q_LEN, KV_LEN, qk_scale,
                     HEAD_DIM, BLOCK_D, BLOCK_N, False, CAUSAL, HAS_MASK, UPCAST, PRECISION)

@@ -30,6 +30,11 @@ before this module is imported), which is how the tests check them. The
 interpreter's ``tl.dot`` returns garbage for bf16 operands (triton 3.9), so there,
 and only there, bf16 operands are upcast to fp32 before each dot.
 
+What this kernel shares with ``kernels.decode_attention`` lives in
+``kernels.common``: the supported dtypes, ``LOG2E``, the GPU generation that picks
+the tuning table, the padded head dim, the dot precision and the ``dot`` helper
+that upcasts bf16 under the interpreter.
+
 ``attention_reference`` beside the kernels is the plain PyTorch definition, in
 any dtype (the tests run it in float64).
 """
@@ -38,30 +43,18 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+from kernels.common import (LOG2E, SUPPORTED_DTYPES, block_d, dot, gpu_generation, interpreting, triton_precision,
+                            upcast_dots)
+
 MAX_HEAD_DIM = 256
-LOG2E = 1.4426950408889634
-
-
-def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 # ----------------------------------------------------------------------------- forward
-
-
-@triton.jit
-def _dot(a, b, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
-    if UPCAST:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PRECISION)
-    return tl.dot(a, b, input_precision=PRECISION)
 
 
 @triton.jit
@@ -118,7 +111,7 @@ def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, mask_base, offs_m, offs_d, lo,
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k = _load_tile(k_base, offs_n, offs_d, stride_kn, KV_LEN, MASKED, HEAD_DIM, BLOCK_D)
         v = _load_tile(v_base, offs_n, offs_d, stride_vn, KV_LEN, MASKED, HEAD_DIM, BLOCK_D)
-        s = _dot(q, tl.trans(k), UPCAST, PRECISION) * qk_scale
+        s = dot(q, tl.trans(k), UPCAST, PRECISION) * qk_scale
         if MASKED or HAS_MASK:
             allowed = _allowed(offs_m, offs_n, mask_base, stride_mm, stride_mn, Q_LEN, KV_LEN, CAUSAL, HAS_MASK)
             s = tl.where(allowed, s, float("-inf"))
@@ -130,7 +123,7 @@ def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, mask_base, offs_m, offs_d, lo,
         p = tl.math.exp2(s - m_use[:, None])
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST, PRECISION)
+        acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, UPCAST, PRECISION)
         m_i = m_new
     return acc, l_i, m_i
 
@@ -220,15 +213,15 @@ def _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, mask_base,
         else:
             lse = tl.load(lse_base + offs_m)
             delta = tl.load(delta_base + offs_m)
-        s_t = _dot(k, tl.trans(q), UPCAST, PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
+        s_t = dot(k, tl.trans(q), UPCAST, PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
         p_t = tl.math.exp2(s_t - lse[None, :])
         if MASKED or HAS_MASK:
             allowed = _allowed(offs_m, offs_n, mask_base, stride_mm, stride_mn, Q_LEN, KV_LEN, CAUSAL, HAS_MASK)
             p_t = tl.where(tl.trans(allowed), p_t, 0.0)
-        dv += _dot(p_t.to(do.dtype), do, UPCAST, PRECISION)
-        dp_t = _dot(v, tl.trans(do), UPCAST, PRECISION)
+        dv += dot(p_t.to(do.dtype), do, UPCAST, PRECISION)
+        dp_t = dot(v, tl.trans(do), UPCAST, PRECISION)
         ds_t = p_t * (dp_t - delta[None, :])
-        dk += _dot(ds_t.to(q.dtype), q, UPCAST, PRECISION)
+        dk += dot(ds_t.to(q.dtype), q, UPCAST, PRECISION)
     return dk, dv
 
 
@@ -306,14 +299,14 @@ def _dq_blocks(dq, q, do, lse, delta, k_base, v_base, mask_base, offs_m, offs_d,
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k = _load_tile(k_base, offs_n, offs_d, stride_kn, KV_LEN, MASKED, HEAD_DIM, BLOCK_D)
         v = _load_tile(v_base, offs_n, offs_d, stride_vn, KV_LEN, MASKED, HEAD_DIM, BLOCK_D)
-        s = _dot(q, tl.trans(k), UPCAST, PRECISION) * qk_scale
+        s = dot(q, tl.trans(k), UPCAST, PRECISION) * qk_scale
         p = tl.math.exp2(s - lse[:, None])
         if MASKED or HAS_MASK:
             allowed = _allowed(offs_m, offs_n, mask_base, stride_mm, stride_mn, Q_LEN, KV_LEN, CAUSAL, HAS_MASK)
             p = tl.where(allowed, p, 0.0)
-        dp = _dot(do, tl.trans(v), UPCAST, PRECISION)
+        dp = dot(do, tl.trans(v), UPCAST, PRECISION)
         ds = p * (dp - delta[:, None])
-        dq += _dot(ds.to(k.dtype), k, UPCAST, PRECISION)
+        dq += dot(ds.to(k.dtype), k, UPCAST, PRECISION)
     return dq
 
 
@@ -365,14 +358,6 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, MASK,
 
 def _config(block_m: int, block_n: int, warps: int, stages: int) -> triton.Config:
     return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=warps, num_stages=stages)
-
-
-def _generation() -> str:
-    """The tuning table to use: interpreter, hopper (sm90+), ampere (sm80/86/89) or older."""
-    if interpreting() or not torch.cuda.is_available():
-        return "interpreter"
-    major, _ = torch.cuda.get_device_capability()
-    return "hopper" if major >= 9 else "ampere" if major == 8 else "older"
 
 
 # Candidate (BLOCK_M, BLOCK_N, warps, stages) per generation. Forward and dQ need
@@ -448,16 +433,6 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
                              f"{(batch, heads, q.shape[2], k.shape[2])}") from None
 
 
-def _precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
-        return "ieee"
-    return "tf32"
-
-
-def _block_d(head_dim: int) -> int:
-    return max(16, triton.next_power_of_2(head_dim))
-
-
 def _mask_args(mask: torch.Tensor | None, shape: tuple[int, int, int, int], device) -> tuple:
     if mask is None:
         return torch.empty(1, dtype=torch.bool, device=device), 0, 0, 0, 0
@@ -473,7 +448,7 @@ class _Attention(torch.autograd.Function):
         o = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         lse = torch.empty((batch, heads, q_len), dtype=torch.float32, device=q.device)
         mask_t, *mask_strides = _mask_args(mask, (batch, heads, q_len, kv_len), q.device)
-        kernel = _tuned("fwd", _generation())
+        kernel = _tuned("fwd", gpu_generation())
 
         def grid(meta):
             return triton.cdiv(q_len, meta["BLOCK_M"]), batch * heads
@@ -485,8 +460,8 @@ class _Attention(torch.autograd.Function):
                      o.stride(0), o.stride(1), o.stride(2),
                      *mask_strides,
                      heads, heads // kv_heads, q_len, kv_len, scale * LOG2E,
-                     HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), CAUSAL=causal, HAS_MASK=mask is not None,
-                     UPCAST=interpreting() and q.dtype == torch.bfloat16, PRECISION=_precision(q.dtype))
+                     HEAD_DIM=head_dim, BLOCK_D=block_d(head_dim), CAUSAL=causal, HAS_MASK=mask is not None,
+                     UPCAST=upcast_dots(q.dtype), PRECISION=triton_precision(q.dtype))
         ctx.save_for_backward(q, k, v, o, lse, mask_t)
         ctx.causal, ctx.scale, ctx.has_mask = causal, scale, mask is not None
         return o
@@ -498,15 +473,15 @@ class _Attention(torch.autograd.Function):
         kv_heads, kv_len = k.shape[1], k.shape[2]
         do = do if do.stride(-1) == 1 else do.contiguous()
         mask_strides = mask_t.stride() if ctx.has_mask else (0, 0, 0, 0)
-        block_d = _block_d(head_dim)
-        common = dict(HEAD_DIM=head_dim, BLOCK_D=block_d, CAUSAL=ctx.causal, HAS_MASK=ctx.has_mask,
-                      UPCAST=interpreting() and q.dtype == torch.bfloat16, PRECISION=_precision(q.dtype))
+        padded_d = block_d(head_dim)
+        common = dict(HEAD_DIM=head_dim, BLOCK_D=padded_d, CAUSAL=ctx.causal, HAS_MASK=ctx.has_mask,
+                      UPCAST=upcast_dots(q.dtype), PRECISION=triton_precision(q.dtype))
 
         delta = torch.empty_like(lse)
         delta_block = 16 if interpreting() else 128
         _bwd_delta[(triton.cdiv(q_len, delta_block), batch * heads)](
             o, do, delta, o.stride(0), o.stride(1), o.stride(2), do.stride(0), do.stride(1), do.stride(2),
-            heads, q_len, HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=delta_block)
+            heads, q_len, HEAD_DIM=head_dim, BLOCK_D=padded_d, BLOCK_M=delta_block)
 
         dq = torch.empty((batch, heads, q_len, head_dim), dtype=q.dtype, device=q.device)
         dk = torch.empty((batch, kv_heads, kv_len, head_dim), dtype=k.dtype, device=k.device)
@@ -517,14 +492,14 @@ class _Attention(torch.autograd.Function):
         def dkdv_grid(meta):
             return triton.cdiv(kv_len, meta["BLOCK_N"]), batch * kv_heads
 
-        _tuned("dkdv", _generation())[dkdv_grid](
+        _tuned("dkdv", gpu_generation())[dkdv_grid](
             q, k, v, do, dk, dv, lse, delta, mask_t, *qkv_strides, *mask_strides,
             heads, kv_heads, heads // kv_heads, q_len, kv_len, ctx.scale * LOG2E, ctx.scale, **common)
 
         def dq_grid(meta):
             return triton.cdiv(q_len, meta["BLOCK_M"]), batch * heads
 
-        _tuned("dq", _generation())[dq_grid](
+        _tuned("dq", gpu_generation())[dq_grid](
             q, k, v, do, dq, lse, delta, mask_t, *qkv_strides, *mask_strides,
             heads, heads // kv_heads, q_len, kv_len, ctx.scale * LOG2E, ctx.scale, **common)
         return dq, dk, dv, None, None, None

@@ -25,10 +25,11 @@ and value once, at full speed, and nothing past a sequence's length. Design:
   the lengths (left padding in a batch).
 
 The key-tile size, warps and pipeline depth are autotuned from a table per GPU
-generation (as in ``kernels.attention``); chunks start on a tile boundary of every
-candidate. ``decode_attention_reference`` beside it is the definition in PyTorch. On CPU the
-kernels run in Triton's interpreter (bf16 dots upcast there, as in
-``kernels.attention``).
+generation (``kernels.common.gpu_generation``, as in ``kernels.attention``); chunks
+start on a tile boundary of every candidate. ``decode_attention_reference`` beside it
+is the definition in PyTorch. On CPU the kernels run in Triton's interpreter (bf16
+dots upcast there by ``kernels.common.dot``). ``kernels.common`` holds everything
+this kernel shares with ``kernels.attention``.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention import SUPPORTED_DTYPES, _block_d, _dot, _generation, _precision, interpreting
+from kernels.common import (LOG2E, SUPPORTED_DTYPES, block_d, dot, gpu_generation, interpreting, triton_precision,
+                            upcast_dots)
 
-LOG2E = 1.4426950408889634
 MIN_KEYS_PER_SPLIT = 256
 
 
@@ -90,7 +91,7 @@ def _decode_split(Q, K, V, LENS, TABLE, MASK, PART_O, PART_LSE,
             v_rows = V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh + offs_n * stride_vn
         k = tl.load(k_rows[:, None] + offs_d[None, :], mask=n_ok[:, None] & d_ok, other=0.0)
         v = tl.load(v_rows[:, None] + offs_d[None, :], mask=n_ok[:, None] & d_ok, other=0.0)
-        s = _dot(q, tl.trans(k), UPCAST, PRECISION) * qk_scale
+        s = dot(q, tl.trans(k), UPCAST, PRECISION) * qk_scale
         allowed = (offs_n[None, :] < limit[:, None]) & n_ok[None, :] & row_ok[:, None]
         if HAS_MASK:
             user = tl.load(MASK + b.to(tl.int64) * stride_mb + qi[:, None] * stride_mm + offs_n[None, :],
@@ -102,7 +103,7 @@ def _decode_split(Q, K, V, LENS, TABLE, MASK, PART_O, PART_LSE,
         p = tl.math.exp2(s - m_use[:, None])
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST, PRECISION)
+        acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, UPCAST, PRECISION)
         m_i = m_new
 
     empty = l_i == 0.0
@@ -203,14 +204,14 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     capacity = block_table.shape[1] * page_size if paged else k_cache.shape[2]
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
     group = heads // kv_heads
-    block_d = _block_d(head_dim)
-    generation = _generation()
+    padded_d = block_d(head_dim)
+    generation = gpu_generation()
     align = max(n for n, _, _ in SPLIT_CONFIGS[generation])  # chunks start on a tile boundary of every config
     splits = num_splits or default_splits(batch, kv_heads, capacity, q.device)
     split_len = triton.cdiv(triton.cdiv(capacity, splits), align) * align
     splits = triton.cdiv(capacity, split_len)
 
-    part_o = torch.empty((batch, heads, q_len, splits, block_d), dtype=torch.float32, device=q.device)
+    part_o = torch.empty((batch, heads, q_len, splits, padded_d), dtype=torch.float32, device=q.device)
     part_lse = torch.empty((batch, heads, q_len, splits), dtype=torch.float32, device=q.device)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     if paged:  # (pages, page_size, kv_heads, dim): page, head and token strides
@@ -227,12 +228,12 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         table.stride(0) if paged else 0, mask.stride(0) if mask is not None else 0,
         mask.stride(1) if mask is not None else 0,
         kv_heads, q_len, split_len, splits, scale * LOG2E,
-        GROUP=group, HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_H=max(16, triton.next_power_of_2(group * q_len)),
+        GROUP=group, HEAD_DIM=head_dim, BLOCK_D=padded_d, BLOCK_H=max(16, triton.next_power_of_2(group * q_len)),
         PAGE_SIZE=page_size, HAS_MASK=mask is not None,
-        UPCAST=interpreting() and q.dtype == torch.bfloat16, PRECISION=_precision(q.dtype))
+        UPCAST=upcast_dots(q.dtype), PRECISION=triton_precision(q.dtype))
     _decode_combine[(batch * heads * q_len,)](
         part_o, part_lse, out, out.stride(0), out.stride(1), out.stride(2), heads, q_len, splits,
-        HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_S=max(2, triton.next_power_of_2(splits)))
+        HEAD_DIM=head_dim, BLOCK_D=padded_d, BLOCK_S=max(2, triton.next_power_of_2(splits)))
     return out
 
 

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from harness import cli, sweep
+from harness import cli, sweep_tasks
 from harness.records import read_records
 from workloads.presets import build_model, resolve_model
 
@@ -65,13 +65,13 @@ def test_sweep_array_failure_resume_and_collect(slurm_cluster, tmp_path, monkeyp
     file.write_text(SWEEP.format(out=out, checkpoint=checkpoint))
 
     assert cli.main(["sweep", "submit", str(file)]) == 0
-    manifest = sweep.read_manifest(out)
+    manifest = sweep_tasks.read_manifest(out)
     arrays = [j for j in manifest["jobs"] if j["kind"] == "array"]
     assert [(j["array"], j["offset"]) for j in arrays] == [("0-3%2", 0), ("0-1%2", 4)]  # MaxArraySize = 4
     wait_until_idle(slurm_cluster, out)
 
-    states = sweep.task_states(out, manifest)
-    assert sweep.counts(states) == {"done": 5, "failed": 1, "oom": 0, "running": 0, "pending": 0}
+    states = sweep_tasks.task_states(out, manifest)
+    assert sweep_tasks.counts(states) == {"done": 5, "failed": 1, "oom": 0, "running": 0, "pending": 0}
     failed = states[5]
     assert failed["state"] == "failed" and "does not exist" in failed["error"]
     assert failed["slurm_array_job_id"] == arrays[1]["id"] and failed["slurm_array_task_id"] == "1"
@@ -82,7 +82,7 @@ def test_sweep_array_failure_resume_and_collect(slurm_cluster, tmp_path, monkeyp
     assert sorted(r["sweep_index"] for r in ok) == [0, 1, 2, 3, 4]
     assert {r["sweep_point_id"] for r in records} == {p["id"] for p in manifest["points"]}
     logs = " ".join(p.read_text() for p in (out / "logs").glob("slurm-*.out"))
-    assert "harness.sweep task" in logs and "--index 5" in logs  # each task echoes its command line
+    assert "-m harness sweep task" in logs and "--index 5" in logs  # each task echoes its command line
     first_collect = json.loads((out / "collect.json").read_text())
     assert first_collect["counts"]["failed"] == 1 and first_collect["report"]
 
@@ -91,7 +91,7 @@ def test_sweep_array_failure_resume_and_collect(slurm_cluster, tmp_path, monkeyp
     capsys.readouterr()
     assert cli.main(["sweep", "submit", str(out), "--resume"]) == 0
     assert "submitted 1 point(s)" in capsys.readouterr().out
-    manifest = sweep.read_manifest(out)
+    manifest = sweep_tasks.read_manifest(out)
     assert [(j["array"], j["offset"]) for j in manifest["jobs"] if j["kind"] == "array"][-1] == ("0%2", 5)
     wait_until_idle(slurm_cluster, out)
 

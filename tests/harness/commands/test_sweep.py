@@ -1,0 +1,298 @@
+"""``llmbench sweep``: clear errors before anything is written, plan previews, safe scripts, dry runs,
+submission and --resume against stand-in SLURM commands (an old sweep's folder too), and a local run
+of tiny points."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from harness import cli, sweep, sweep_tasks
+from harness.commands import sweep as command
+from harness.records import RECORDS_FILE, read_records
+
+BASE = """
+name = "t"
+workload = "decode"
+out = "{out}"
+[params]
+prompt_len = 8
+new_tokens = 3
+[matrix]
+model = ["tiny-llama", "tiny-gpt2"]
+dtype = ["bf16", "fp32"]
+batch_size = [1, 2]
+"""
+
+
+def write(tmp_path, text, name="sweep.toml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).replace("{out}", str(tmp_path / "out")))
+    return path
+
+
+@pytest.fixture(scope="module")
+def parser():
+    """The root ``llmbench`` parser, built by the CLI as for a real call."""
+    return cli.build_parser()
+
+
+@pytest.fixture()
+def llmbench_sweep(parser):
+    """Parse ``llmbench sweep ARGS`` with the root parser and run the step, as the CLI does."""
+    def run(*words) -> int:
+        args = parser.parse_args(["sweep", *map(str, words)])
+        args.parser = parser
+        return command.run(args)
+
+    return run
+
+
+@pytest.mark.parametrize("text, message", [
+    ('name = "t"\nworkload = "decode"\nmatrx = {}\n', "unknown key 'matrx'"),
+    ('workload = "decode"\n[matrix]\nseed = [1]\n', "needs a name"),
+    ('name = "a b"\nworkload = "decode"\n[matrix]\nseed = [1]\n', "needs a name"),
+    ('name = "t"\nworkload = "decode"\n', "empty matrix"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = []\n', "matrix.seed must be a non-empty list"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1, 2]\n[[exclude]]\nseed = [1, 2]\n', "every combination"),
+    ('name = "t"\n[matrix]\nseed = [1]\n', "needs a workload"),
+    ('name = "t"\nworkload = "decod"\n[matrix]\nseed = [1]\n', "did you mean 'decode'?"),
+    ('name = "t"\nworkload = "models"\n[matrix]\nformat = ["csv"]\n', "has no --out option"),
+    ('name = "t"\nworkload = "kernel"\n[matrix]\nseed = [1]\n', '(workload = "kernel attention"?)'),
+    ('name = "t"\nworkload = "kernel atention"\n[matrix]\nseed = [1]\n', "(did you mean 'attention'?)"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nbatch_sise = [1]\n', "no option --batch-sise (did you mean"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nbatch_size = ["one"]\n', "expected comma-separated integers"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nattn = ["flash9"]\n', "attn = 'flash9': choose from sdpa, eager"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nno_ceilings = ["yes"]\n', "is a flag"),
+    ('name = "t"\nworkload = "decode"\n[params]\nbatch_size = [1, 2]\n[matrix]\nseed = [1]\n', "expected one value"),
+    ('name = "t"\nworkload = "decode"\n[params]\nout = "x"\n[matrix]\nseed = [1]\n', "set by the sweep"),
+    ('name = "t"\nworkload = "decode"\n[params]\nseed = 1\n[matrix]\nseed = [1]\n', "both in [params] and"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[[exclude]]\nsed = 1\n', "not a matrix axis"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\npartiton = "acc"\n', "unknown key(s) in [slurm]"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\npartition = "acc\\n#SBATCH --x"\n',
+     "partition"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\ntime = "2 hours"\n', "time = '2 hours'"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\ngpus_per_task = -1\n', "gpus_per_task"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\ngpu_syntax = "gpu"\n', "gpu_syntax"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\nnodes = 2\n', "nodes must be 1"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\nsbatch = ["exclusive"]\n', "sbatch options"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\npreamble = ["a\\nb"]\n', "line break"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm.env]\n"A-B" = "1"\n', "not a valid variable"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\ncontainer = "x \'y"\n', "container"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\npython = "python3"\n', "absolute path"),
+    ('name = "t"\nworkload = "decode"\n[matrix\n', "not valid TOML"),
+])
+def test_bad_sweep_files_exit_2_before_anything_is_written(tmp_path, capsys, text, message):
+    path = write(tmp_path, text)
+    for words in (["sweep", "plan", str(path)], ["sweep", "submit", str(path), "--out", str(tmp_path / "o")]):
+        assert cli.main(words) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.startswith("llmbench sweep: error:") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_file_and_folder(tmp_path, capsys):
+    assert cli.main(["sweep", "plan", str(tmp_path / "none.toml")]) == 2
+    assert cli.main(["sweep", "status", str(tmp_path)]) == 2
+    assert cli.main(["sweep", "submit", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no sweep file" in err and "holds no sweep" in err and "--resume" in err
+
+
+@pytest.mark.parametrize("words, message", [
+    (["plan", "f.toml", "--limit", "0"], "must be at least 1"),
+    (["plan", "f.toml", "--out", ""], "expected a folder path"),
+    (["task", "d", "--index", "-1"], "must not be negative"),
+    (["status", " "], "expected a folder path"),
+])
+def test_malformed_options_are_refused_at_parse_time(parser, capsys, words, message):
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["sweep", *words])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_plan_prints_count_and_preview(tmp_path, capsys, llmbench_sweep):
+    assert llmbench_sweep("plan", write(tmp_path, BASE), "--limit", "3") == 0
+    out = capsys.readouterr().out
+    assert "8 points" in out and "and 5 more" in out
+    assert "llmbench decode --prompt-len 8 --new-tokens 3 --model tiny-llama --dtype bf16 --batch-size 1" in out
+
+
+def test_command_module_imports_nothing_heavy():
+    """Array tasks and `llmbench --help` import this module; the point's own process loads torch."""
+    code = ("import sys; import harness.commands.sweep; "
+            "heavy = [m for m in ('torch', 'transformers', 'numpy', 'pandas', 'tqdm', 'harness.cli') "
+            "if m in sys.modules]; assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+EVIL = "$(touch {pwned}); `touch {pwned}` ' \" \\ ;"
+
+
+def test_script_quotes_every_value(tmp_path, capsys, parser, llmbench_sweep):
+    pwned = tmp_path / "pwned"
+    stub = tmp_path / "py"
+    stub.write_text('#!/bin/bash\nprintf "%s\\n" "$@" > "$(dirname "$0")/argv"\nenv > "$(dirname "$0")/env"\n')
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    out = tmp_path / "o u$t"
+    text = f"""
+        name = "evil"
+        workload = "decode"
+        out = "{out}"
+        [matrix]
+        model = ["x; touch {pwned}"]
+        [slurm]
+        python = "{stub}"
+        container = "env IN_CONTAINER='yes it is'"
+        [slurm.env]
+        EVIL = '''{EVIL.format(pwned=pwned)}'''
+    """
+    path = write(tmp_path, text)
+    assert llmbench_sweep("submit", path, "--dry-run") == 0
+    assert not out.exists() and not pwned.exists()
+    script = capsys.readouterr().out.split(f"\n# {out / 'collect.sbatch'}")[0].split("\n", 1)[1]
+    (tmp_path / "s.sh").write_text(script)
+    env = {"PATH": os.environ["PATH"], "SLURM_ARRAY_TASK_ID": "2"}
+    result = subprocess.run(["bash", str(tmp_path / "s.sh"), "3"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert not pwned.exists()
+    assert (tmp_path / "argv").read_text().splitlines() == ["-m", "harness", "sweep", "task", str(out),
+                                                            "--index", "5"]
+    seen = (tmp_path / "env").read_text()
+    assert f"EVIL={EVIL.format(pwned=pwned)}" in seen and "IN_CONTAINER=yes it is" in seen
+    points = sweep.load(path, parser).points
+    assert points[0].argv == ["decode", "--model", f"x; touch {pwned}"]  # a list element, never shell text
+
+
+@pytest.fixture()
+def fake_slurm(tmp_path, monkeypatch):
+    """sbatch, scontrol and squeue stand-ins: sbatch logs its argv and prints increasing job ids."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scripts = {
+        "sbatch": 'n=$(( $(cat "$D/n" 2>/dev/null || echo 100) + 1 )); echo $n > "$D/n"; '
+                  'echo "$*" >> "$D/calls"; echo "$n;cluster"',
+        "scontrol": 'echo "MaxArraySize            = 3"',
+        "squeue": 'cat "$D/queue" 2>/dev/null || true',
+    }
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\nD={bin_dir}\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return bin_dir
+
+
+def test_dry_run_submits_nothing(tmp_path, fake_slurm, capsys, llmbench_sweep):
+    assert llmbench_sweep("submit", write(tmp_path, BASE), "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"# {tmp_path / 'out' / 'sweep.sbatch'}\n#!/bin/bash\n#SBATCH --job-name=t\n")
+    assert "--array=0-2 " in out and "--array=0-1 " in out and "nothing was submitted" in out
+    assert not (fake_slurm / "calls").exists() and not (tmp_path / "out").exists()
+
+
+def test_submit_splits_arrays_and_chains_collect(tmp_path, fake_slurm, capsys, llmbench_sweep):
+    path = write(tmp_path, BASE + "[slurm]\nmax_concurrent = 2\n")
+    assert llmbench_sweep("submit", path) == 0
+    calls = (fake_slurm / "calls").read_text().splitlines()
+    out = tmp_path / "out"
+    assert calls == [
+        f"--parsable --array=0-2%2 --output={out}/logs/slurm-%A_%a.out {out}/sweep.sbatch 0",
+        f"--parsable --array=0-2%2 --output={out}/logs/slurm-%A_%a.out {out}/sweep.sbatch 3",
+        f"--parsable --array=0-1%2 --output={out}/logs/slurm-%A_%a.out {out}/sweep.sbatch 6",
+        f"--parsable --dependency=afterany:101:102:103 --output={out}/logs/collect-%j.out {out}/collect.sbatch",
+    ]
+    manifest = sweep_tasks.read_manifest(out)
+    assert [j["id"] for j in manifest["jobs"]] == ["101", "102", "103", "104"]
+    assert (out / "sweep.sbatch").read_text().startswith("#!/bin/bash\n")
+    assert "submitted 8 point(s)" in capsys.readouterr().out
+    assert cli.main(["sweep", "submit", str(path)]) == 2  # the folder holds it now: resume instead
+    assert "--resume" in capsys.readouterr().err
+
+    (fake_slurm / "queue").write_text("102_1\n")
+    assert cli.main(["sweep", "submit", str(out), "--resume"]) == 2
+    assert "still queued" in capsys.readouterr().err
+    (fake_slurm / "queue").unlink()
+    for index, state in ((0, "done"), (1, "failed"), (2, "oom"), (3, "running")):
+        (out / "tasks" / f"{index}.json").write_text(json.dumps({"index": index, "state": state}))
+    assert llmbench_sweep("submit", out, "--resume") == 0
+    calls = (fake_slurm / "calls").read_text().splitlines()[4:]  # failed, lost (running) and pending points
+    assert [(c.split()[1], c.split()[-1]) for c in calls[:3]] == [("--array=0,2%2", "1"), ("--array=0-2%2", "4"),
+                                                                   ("--array=0%2", "7")]
+    assert "--dependency=afterany:105:106:107 " in calls[3]
+
+
+def test_resume_of_a_sweep_submitted_by_the_first_version(tmp_path, fake_slurm, capsys, llmbench_sweep):
+    """A folder written before the steps moved into the CLI: its manifest loads as it is, and --resume
+    renders the scripts again, so the resubmitted tasks run `python -m harness sweep task`."""
+    out = tmp_path / "old"
+    (out / "tasks").mkdir(parents=True)
+    (out / "logs").mkdir()
+    manifest = {
+        "manifest_version": 1, "name": "old", "created": "2025-01-01T00:00:00+00:00", "dir": str(out),
+        "cwd": str(tmp_path), "python": "/venv/bin/python", "env": {"OMP_NUM_THREADS": "1"},
+        "slurm": {"partition": "debug", "max_concurrent": 2, "env": {"OMP_NUM_THREADS": 1}},
+        "jobs": [{"id": "90", "kind": "array", "array": "0-2%2", "offset": 0, "points": 3,
+                  "submitted": "2025-01-01T00:00:01+00:00"},
+                 {"id": "91", "kind": "collect", "after": ["90"], "submitted": "2025-01-01T00:00:01+00:00"}],
+        "points": [{"index": i, "id": f"{i:012x}", "workload": "decode", "params": {"seed": i},
+                    "argv": ["decode", "--seed", str(i)], "nproc": 1} for i in range(3)],
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    old = f"exec /venv/bin/python -m harness.sweep task {out} --index \"$index\"\n"
+    (out / "sweep.sbatch").write_text(old)
+    (out / "collect.sbatch").write_text(f"exec /venv/bin/python -m harness.sweep collect {out}\n")
+    (out / "tasks" / "0.json").write_text(json.dumps({"index": 0, "id": "000000000000", "state": "done"}))
+    (out / "tasks" / "2.json").write_text(json.dumps({"index": 2, "id": "000000000002", "state": "failed",
+                                                       "error": "boom"}))
+
+    assert llmbench_sweep("status", out) == 0
+    assert "done 1  failed 1  oom 0  running 0  pending 1" in capsys.readouterr().out
+    assert llmbench_sweep("submit", out, "--resume") == 0
+    assert "submitted 2 point(s) of sweep old" in capsys.readouterr().out
+    calls = (fake_slurm / "calls").read_text().splitlines()
+    assert calls[0] == f"--parsable --array=0-1%2 --output={out}/logs/slurm-%A_%a.out {out}/sweep.sbatch 1"
+    array, collect = (out / "sweep.sbatch").read_text(), (out / "collect.sbatch").read_text()
+    assert "harness.sweep" not in array + collect and "#SBATCH --partition=debug" in array
+    assert f"cmd=(/venv/bin/python -m harness sweep task {out} --index \"$index\")" in array
+    assert f"cmd=(/venv/bin/python -m harness sweep collect {out})" in collect
+    assert "export OMP_NUM_THREADS=1" in array
+    jobs = sweep_tasks.read_manifest(out)["jobs"]
+    assert [j["id"] for j in jobs] == ["90", "91", "101", "102"] and jobs[2]["array"] == "0-1%2"
+
+
+def test_sbatch_refusal_is_one_clear_line(tmp_path, fake_slurm, capsys):
+    (fake_slurm / "sbatch").write_text("#!/bin/bash\necho 'sbatch: error: invalid partition specified: acc' >&2\n"
+                                       "exit 1\n")
+    assert cli.main(["sweep", "submit", str(write(tmp_path, BASE))]) == 2
+    assert "sbatch refused the job: sbatch: error: invalid partition specified: acc" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing queued, nothing left behind: fix the file and submit again
+
+
+def test_local_run_of_tiny_points(tmp_path, capsys, llmbench_sweep):
+    path = write(tmp_path, f"""
+        name = "local"
+        workload = "decode"
+        out = "{{out}}"
+        [params]
+        prompt_len = 8
+        new_tokens = 3
+        repeats = 1
+        warmup = 0
+        dtype = "fp32"
+        no_ceilings = true
+        [matrix]
+        model = ["tiny-gpt2", "{tmp_path / 'missing'}"]
+    """)
+    assert llmbench_sweep("run", path) == 1
+    captured = capsys.readouterr()
+    assert "done 1  failed 1  oom 0  running 0  pending 0" in captured.out and "report:" in captured.out
+    out = tmp_path / "out"
+    records = read_records([out / RECORDS_FILE])
+    assert [(r["model"], r["status"], r["sweep_index"]) for r in records] == [
+        ("tiny-gpt2", "ok", 0), (str(tmp_path / "missing"), "failed", 1)]
+    assert "does not exist" in json.loads((out / "tasks" / "1.json").read_text())["error"]
+    assert (out / "report" / "report.md").exists() and (out / "logs" / "point-0.log").read_text()

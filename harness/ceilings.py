@@ -5,7 +5,8 @@ precision, no sparsity) keyed by a fragment of the device name, most specific
 first. Spec values are leads; the report divides by the *measured* ceilings
 (copy bandwidth, matmul rate per precision), which ``llmbench peak`` stores as
 ordinary records (workloads ``copy``, ``triad``, ``matmul``). A CPU has no spec
-entry and uses measured values only.
+entry and uses measured values only. The measurements are ``workloads.micro``
+workloads timed by ``harness.runner``.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-import numpy as np
+from pathlib import Path
+
 import torch
 
-from harness.records import make_record
-from harness.timing import bench, spread
-from workloads import micro
-from workloads.precision import Precision, matmul_mode
+from harness import runner
+from harness.records import read_records
+from workloads.choices import CEILING_WORKLOADS
+from workloads.micro import MicroPoint, MicroWorkload
+from workloads.precision import Precision
 
 
 @dataclass(frozen=True)
@@ -82,9 +85,6 @@ class Ceilings:
     spec: Spec | None = None
 
 
-CEILING_WORKLOADS = ("copy", "triad", "matmul")
-
-
 def from_records(records: list[dict]) -> dict[str, Ceilings]:
     """Measured ceilings per device: the best median of all ceiling records found."""
     out: dict[str, Ceilings] = {}
@@ -108,35 +108,32 @@ def sizes(device: torch.device) -> tuple[int, int]:
     return (1 << 30, 8192) if device.type == "cuda" else (256 << 20, 1024)
 
 
-def measure(device: torch.device, precisions: list[Precision], run_id: str, env: dict,
-            buffer_bytes: int | None = None, matmul_n: int | None = None) -> list[dict]:
-    """Run copy, triad and a matmul per precision; one record each."""
+def workloads(device: torch.device, precisions: list[Precision], buffer_bytes: int | None = None,
+              matmul_n: int | None = None) -> list[MicroWorkload]:
+    """Copy, triad, and a matmul per precision."""
     default_bytes, default_n = sizes(device)
-    buffer_bytes, matmul_n = buffer_bytes or default_bytes, matmul_n or default_n
-    benches = [lambda: micro.copy(device, buffer_bytes), lambda: micro.triad(device, buffer_bytes)]
-    benches += [lambda p=p: micro.matmul(device, matmul_n, p) for p in precisions]
-    records = []
-    for make in benches:
-        m = make()
-        with matmul_mode(m.precision):
-            times = bench(m.fn, device)
-        median_s = float(np.median(times)) / 1e3
-        derived = {"achieved_gbps": m.cost.bytes / median_s / 1e9, "achieved_tflops": m.cost.flops / median_s / 1e12}
-        record = make_record(
-            run_id=run_id,
-            point={"workload": m.workload, "dtype": m.precision.name, "weights_dtype": m.precision.dtype_name,
-                   "matmul_precision": m.precision.matmul_precision, "device": str(device), **m.size},
-            metrics={"time_ms": median_s * 1e3, **spread(times, "time_ms"), "repeats": len(times)},
-            cost={"bytes": m.cost.bytes, "flops": m.cost.flops},
-            derived=derived,
-            env=env,
-        )
-        value = f"{derived['achieved_gbps']:.1f} GB/s" if m.workload != "matmul" else \
-            f"{derived['achieved_tflops']:.2f} TFLOP/s"
-        print(f"peak: {m.workload} {m.precision.name if m.workload == 'matmul' else ''} {value}".replace("  ", " "),
-              file=sys.stderr)
-        records.append(record)
-        del m
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return records
+    bandwidth = [MicroPoint(buffer_bytes or default_bytes)]
+    return [MicroWorkload("copy", device, bandwidth), MicroWorkload("triad", device, bandwidth),
+            *(MicroWorkload("matmul", device, [MicroPoint(matmul_n or default_n)], p) for p in precisions)]
+
+
+def measure(device: torch.device, precisions: list[Precision], run_id: str, env: dict,
+            buffer_bytes: int | None = None, matmul_n: int | None = None, out: Path | None = None) -> list[dict]:
+    """Run copy, triad and a matmul per precision; one record each (appended to ``out`` when given)."""
+    from harness import views
+
+    return runner.run(workloads(device, precisions, buffer_bytes, matmul_n), run_id, env, out=out,
+                      desc="ceilings", note=views.ceiling_note)
+
+
+def stored_or_measured(out: Path, device: torch.device, precisions: list[Precision], run_id: str,
+                       env: dict) -> Ceilings | None:
+    """This device's ceilings from the records in ``out``; what is missing is measured now and stored."""
+    key = device_key({"env": env})
+    known = from_records(read_records([out]) if out.exists() else []).get(key)
+    missing = [p for p in precisions if not known or p.name not in known.matmul_tflops]
+    if known and known.copy_gbps and not missing:
+        return known
+    print("measuring this device's ceilings first (llmbench peak stores them for next time)", file=sys.stderr)
+    measure(device, missing, run_id, env, out=out)
+    return from_records(read_records([out])).get(key)

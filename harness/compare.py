@@ -34,6 +34,7 @@ import re
 import sys
 from pathlib import Path
 
+from workloads.choices import CEILING_WORKLOADS
 from workloads.errors import UserError
 
 # Fields that say when, where or how well something ran, not what ran.
@@ -44,25 +45,6 @@ HIGHER_IS_BETTER = {"tokens_per_s", "e2e_tokens_per_s", "samples_per_s", "achiev
 LOWER_IS_BETTER = {"peak_mem_bytes", "energy_j", "joules_per_token", "power_w_mean"}
 DEFAULT_METRICS = ("tokens_per_s", "ttft_ms", "tpot_ms_p50", "step_ms_p50", "time_ms", "median_ms")
 BLOCKS = ("metrics", "derived", "telemetry")
-
-
-def add_parser(sub) -> None:
-    c = sub.add_parser(
-        "compare", help="compare runs (or a TOML reference) point by point; exit 1 on a regression",
-        description="Match the records of BASELINE and NEW by their point and print each metric's change. Exit "
-                    "code 1 when any metric regresses by more than the threshold (or leaves a TOML reference's "
-                    "range), 0 otherwise, 2 for bad input. With --side-by-side, one table of the same points "
-                    "across every environment (device and host) found in the inputs.",
-    )
-    c.add_argument("inputs", nargs="+", type=Path, metavar="RESULTS",
-                   help="BASELINE NEW: results folders, records files, or a reference .toml as BASELINE; "
-                        "with --side-by-side, any number of results folders")
-    c.add_argument("--metric", action="append", default=None, metavar="NAME[:higher|lower]",
-                   help="metric to compare (repeatable or comma-separated; from metrics, derived or telemetry); "
-                        f"default: those of {', '.join(DEFAULT_METRICS)} the records have. Metrics not known "
-                        "to llmbench need :higher or :lower")
-    c.add_argument("--threshold", default="5%", help="allowed change in the worse direction, in percent")
-    c.add_argument("--side-by-side", action="store_true", help="one column per environment instead of a check")
 
 
 def parse_threshold(text: str) -> float:
@@ -137,10 +119,11 @@ def latest(records: list[dict]) -> dict[tuple, dict]:
     return out
 
 
-def _records(path: Path) -> list[dict]:
+def read(path: Path) -> list[dict]:
+    """The benchmark records under ``path`` (ceilings left out: they are not points to compare)."""
     from harness.records import read_records
 
-    records = [r for r in read_records([path]) if r.get("workload") not in ("copy", "triad", "matmul")]
+    records = [r for r in read_records([path]) if r.get("workload") not in CEILING_WORKLOADS]
     if not records:
         raise UserError(f"no benchmark records under {path}")
     return records
@@ -271,7 +254,7 @@ def side_by_side(paths: list[Path], metrics: dict[str, str] | None) -> str:
 
     by_env: dict[str, list[dict]] = {}
     for path in paths:
-        for r in _records(path):
+        for r in read(path):
             by_env.setdefault(device_key(r), []).append(r)
     envs = list(by_env)
     latest_by_env = {env: latest(rs) for env, rs in by_env.items()}
@@ -306,34 +289,11 @@ COLUMNS = [("point", "point", ""), ("metric", "metric", ""), ("base", "baseline"
            ("change", "change %", "+.1f"), ("status", "status", "")]
 
 
-def main(args) -> int:
+def check_table(rows: list[dict], reference: bool = False) -> str:
+    """The regression check's table: one row per (point, metric); ``reference`` adds the allowed range."""
     from harness.tables import render
 
-    metrics = parse_metrics(args.metric)
-    threshold = parse_threshold(args.threshold)
-    for path in args.inputs:
-        if not path.exists():
-            raise UserError(f"no results at {path}: not a file or folder")
-    if args.side_by_side:
-        print(side_by_side(args.inputs, metrics))
-        return 0
-    if len(args.inputs) != 2:
-        raise UserError("compare takes BASELINE and NEW (or --side-by-side with any number of folders)")
-    base_path, new_path = args.inputs
-    new = _records(new_path)
-    if base_path.suffix == ".toml":
-        rows, failed = compare_reference(load_reference(base_path), new)
-        columns = [*COLUMNS[:2], ("base", "reference", ".4g"), ("new", "new", ".4g"), ("change", "change %", "+.1f"),
-                   ("range", "allowed", ""), ("status", "status", "")]
-        print(render(rows, columns))
-        notes = []
-    else:
-        rows, failed, notes = compare_runs(_records(base_path), new, metrics, threshold)
-        print(render(rows, COLUMNS))
-        notes.insert(0, f"threshold {100 * threshold:g}% in the worse direction")
-    for note in notes:
-        print(note)
-    if failed:
-        print(f"llmbench compare: {failed} regression(s)", file=sys.stderr)
-        return 1
-    return 0
+    if reference:
+        return render(rows, [*COLUMNS[:2], ("base", "reference", ".4g"), ("new", "new", ".4g"),
+                             ("change", "change %", "+.1f"), ("range", "allowed", ""), ("status", "status", "")])
+    return render(rows, COLUMNS)

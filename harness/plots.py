@@ -15,8 +15,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from harness.views import decode_label  # noqa: E402
+from workloads.choices import ATTENTION_MODES, PRECISIONS  # noqa: E402
+
 COLORS = {"fp32": "#1f77b4", "tf32": "#9467bd", "bf16": "#2ca02c", "fp16": "#ff7f0e"}
-ORDER = ["fp32", "tf32", "bf16", "fp16"]
+ORDER = list(PRECISIONS)
 
 
 def _color(dtype: str) -> str:
@@ -30,10 +33,6 @@ def _save(fig, out: Path, stem: str) -> str:
     fig.savefig(out / f"{stem}.svg")
     plt.close(fig)
     return stem
-
-
-def point_label(r: dict) -> str:
-    return f"{r['model']} b{r['batch_size']} p{r['prompt_len']} n{r['new_tokens']}"
 
 
 def roofline(device: str, ceilings, records: list[dict], out: Path, stem: str) -> str | None:
@@ -59,9 +58,9 @@ def roofline(device: str, ceilings, records: list[dict], out: Path, stem: str) -
     for r in records:
         d, color = r["derived"], _color(r["dtype"])
         ax.scatter(d["arithmetic_intensity"], d["achieved_tflops"], color=color, marker="o", s=45, zorder=3,
-                   edgecolor="black", linewidth=0.5, label=f"decode {r['dtype']} {point_label(r)}")
+                   edgecolor="black", linewidth=0.5, label=f"decode {r['dtype']} {decode_label(r)}")
         ax.scatter(d["prefill_arithmetic_intensity"], d["prefill_tflops"], color=color, marker="^", s=55,
-                   zorder=3, edgecolor="black", linewidth=0.5, label=f"prefill {r['dtype']} {point_label(r)}")
+                   zorder=3, edgecolor="black", linewidth=0.5, label=f"prefill {r['dtype']} {decode_label(r)}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
@@ -78,7 +77,7 @@ def precision_comparison(device: str, records: list[dict], out: Path, stem: str)
     precision), beside the bytes each decode step moves."""
     groups = defaultdict(dict)
     for r in records:
-        groups[point_label(r)][r["dtype"]] = r
+        groups[decode_label(r)][r["dtype"]] = r
     groups = {k: v for k, v in groups.items() if len(v) > 1}
     if not groups:
         return None
@@ -134,14 +133,14 @@ def devices(records_by_device: dict[str, list[dict]], out: Path, stem: str) -> s
     """Decode tokens/s of the same points on several devices, side by side per precision."""
     if len(records_by_device) < 2:
         return None
-    per_device = [{(point_label(r), r["dtype"]) for r in rs} for rs in records_by_device.values()]
+    per_device = [{(decode_label(r), r["dtype"]) for r in rs} for rs in records_by_device.values()]
     shared = {k for k in set().union(*per_device) if sum(k in keys for keys in per_device) > 1}
     keys = sorted(shared or set().union(*per_device))  # the points measured on several devices, when any
     fig, ax = plt.subplots(figsize=(max(7.5, 1.1 * len(keys)), 4.8))
     width = 0.8 / len(records_by_device)
     xs = np.arange(len(keys))
     for i, (device, rs) in enumerate(sorted(records_by_device.items())):
-        rate = {(point_label(r), r["dtype"]): r["metrics"]["tokens_per_s"] for r in rs}
+        rate = {(decode_label(r), r["dtype"]): r["metrics"]["tokens_per_s"] for r in rs}
         ax.bar(xs + i * width, [rate.get(k, 0) for k in keys], width, label=device)
     ax.set_xticks(xs + width * (len(records_by_device) - 1) / 2)
     ax.set_xticklabels([f"{p}\n{d}" for p, d in keys], fontsize=7, rotation=20, ha="right")
@@ -153,7 +152,7 @@ def devices(records_by_device: dict[str, list[dict]], out: Path, stem: str) -> s
     return _save(fig, out, stem)
 
 
-MODES = ["fwd", "bwd", "fwd+bwd"]
+MODES = list(ATTENTION_MODES)
 IMPL_STYLE = {"triton": ("#d62728", "o"), "sdpa-flash": ("#1f77b4", "s"), "sdpa-efficient": ("#17becf", "D"),
               "sdpa-cudnn": ("#9467bd", "v"), "sdpa-math": ("#8c564b", "x"), "eager": ("#7f7f7f", "^")}
 

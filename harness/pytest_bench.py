@@ -1,4 +1,4 @@
-"""``llmbench import-pytest-benchmark``: pytest-benchmark JSON -> schema-v1 records.
+"""pytest-benchmark JSON -> schema-v1 records (``llmbench import-pytest-benchmark``).
 
 pytest-benchmark (``pytest --benchmark-json=FILE``) is how many projects keep
 microbenchmarks next to their tests; importing its file puts those numbers in
@@ -14,28 +14,12 @@ our own records carry), else from pytest-benchmark's own machine info.
 
 from __future__ import annotations
 
-import json
-import sys
 from datetime import datetime
-from pathlib import Path
 
 from workloads.errors import UserError
 
 WORKLOAD = "pytest-benchmark"
 STATS_MS = ("min", "max", "mean", "median", "stddev", "iqr", "q1", "q3")
-COLUMNS = [("name", "benchmark", ""), ("group", "group", ""), ("median_ms", "median ms", ".4g"),
-           ("iqr_ms", "IQR ms", ".3g"), ("mean_ms", "mean ms", ".4g"), ("stddev_ms", "stddev ms", ".3g"),
-           ("rounds", "rounds", "d"), ("gbps", "GB/s", ".4g"), ("tflops", "TFLOP/s", ".4g")]
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "import-pytest-benchmark", help="turn a pytest-benchmark JSON file into records",
-        description="Read FILE (written by pytest --benchmark-json=FILE) and append one record per benchmark "
-                    "to OUT/records.jsonl, so `llmbench report` and `llmbench compare` see them.",
-    )
-    p.add_argument("file", type=Path, metavar="FILE.json", help="pytest-benchmark JSON output")
-    p.add_argument("--out", type=Path, default=Path("results/runs"), help="folder for records.jsonl")
 
 
 def _env(data: dict) -> dict:
@@ -63,6 +47,7 @@ def _timestamp(data: dict) -> str | None:
 
 def to_records(data, run_id: str) -> list[dict]:
     """Records for every benchmark in a parsed pytest-benchmark JSON document."""
+    from harness import roofline
     from harness.records import make_record
 
     benchmarks = data.get("benchmarks") if isinstance(data, dict) else None
@@ -84,45 +69,8 @@ def to_records(data, run_id: str) -> list[dict]:
         extra = b.get("extra_info") or {}
         cost = {k: extra[k] for k in ("bytes", "flops") if isinstance(extra.get(k), (int, float))}
         seconds = stats["median"]
-        derived = {}
-        if seconds > 0 and "bytes" in cost:
-            derived["achieved_gbps"] = cost["bytes"] / seconds / 1e9
-        if seconds > 0 and "flops" in cost:
-            derived["achieved_tflops"] = cost["flops"] / seconds / 1e12
+        derived = roofline.rates(cost.get("bytes"), cost.get("flops"), seconds) if seconds > 0 else {}
         record = make_record(run_id=run_id, point=point, metrics=metrics, cost=cost, derived=derived, env=env)
         record["timestamp"] = when or record["timestamp"]
         records.append(record)
     return records
-
-
-def main(args) -> int:
-    from harness.cli import check_writable
-    from harness.records import RECORDS_FILE, append_record, new_run_id
-    from harness.tables import render
-
-    try:
-        data = json.loads(args.file.read_text())
-    except OSError as exc:
-        raise UserError(f"cannot read {args.file}: {exc.strerror}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UserError(f"{args.file} is not JSON (run pytest with --benchmark-json=FILE)") from None
-    records = to_records(data, new_run_id())
-    check_writable(args.out)
-    for record in records:
-        append_record(args.out / RECORDS_FILE, record)
-    print(render(table_rows(records), COLUMNS))
-    print(f"\n{len(records)} record(s) appended to {args.out / RECORDS_FILE}", file=sys.stderr)
-    return 0
-
-
-def table_rows(records: list[dict]) -> list[dict]:
-    return [{"name": r["name"], "group": r.get("group"), **r["metrics"], "gbps": r["derived"].get("achieved_gbps"),
-             "tflops": r["derived"].get("achieved_tflops")} for r in records]
-
-
-def report_blocks(records: list[dict]) -> list[tuple]:
-    """The report's section for one device's pytest-benchmark records (empty when there are none)."""
-    if not records:
-        return []
-    rows = sorted(table_rows(records), key=lambda r: (r["group"] or "", r["name"]))
-    return [("h3", "pytest-benchmark"), ("table", rows, COLUMNS)]

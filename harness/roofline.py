@@ -1,33 +1,38 @@
 """Derived metrics: what a measured time means against a cost model's bytes and FLOPs.
 
-Decimal units: 1 GB/s = 1e9 B/s, 1 TFLOP/s = 1e12 FLOP/s.
+The only place where times and costs become rates (GB/s, TFLOP/s) and rates
+become fractions of a ceiling (MBU, MFU) and a bound. Decimal units:
+1 GB/s = 1e9 B/s, 1 TFLOP/s = 1e12 FLOP/s.
 """
 
 from __future__ import annotations
 
+from workloads.choices import CEILING_WORKLOADS
 
-def derive_decode(metrics: dict, cost: dict) -> dict:
-    """Achieved bandwidth and FLOP rate of the decode steps and of the prefill.
-
-    Decode uses the median total decode time of a generation (first to last
-    token), which covers ``cost['decode_steps']`` steps whose bytes and FLOPs are
-    ``cost['decode_bytes']`` and ``cost['decode_flops']``.
-    """
-    decode_s = metrics["decode_ms"] / 1e3
-    prefill_s = metrics["ttft_ms"] / 1e3
-    return {
-        "achieved_gbps": cost["decode_bytes"] / decode_s / 1e9,
-        "achieved_tflops": cost["decode_flops"] / decode_s / 1e12,
-        "arithmetic_intensity": cost["decode_flops"] / cost["decode_bytes"],
-        "prefill_gbps": cost["prefill_bytes"] / prefill_s / 1e9,
-        "prefill_tflops": cost["prefill_flops"] / prefill_s / 1e12,
-        "prefill_arithmetic_intensity": cost["prefill_flops"] / cost["prefill_bytes"],
-    }
+RATE_FIELDS = ("achieved_gbps", "achieved_tflops", "arithmetic_intensity")
 
 
-def derive_finetune(metrics: dict, cost: dict) -> dict:
-    """Achieved FLOP rate of the median optimizer step (forward + backward of every micro-batch and rank)."""
-    return {"achieved_tflops": cost["flops_per_step"] / (metrics["step_ms_p50"] / 1e3) / 1e12}
+def rates(bytes_: float | None, flops: float | None, seconds: float) -> dict:
+    """Achieved GB/s and TFLOP/s (each where the cost model counts it) and FLOPs per byte of work
+    that took ``seconds``."""
+    out = {}
+    if bytes_ is not None:
+        out["achieved_gbps"] = bytes_ / seconds / 1e9
+    if flops is not None:
+        out["achieved_tflops"] = flops / seconds / 1e12
+    if bytes_ and flops is not None:
+        out["arithmetic_intensity"] = flops / bytes_
+    return out
+
+
+def derive(cost, metrics: dict) -> dict:
+    """The record's ``derived`` block before ceilings: the rates of the timed work (``cost.timed_by``
+    names its time in ``metrics``) and of each phase, prefixed with the phase's name."""
+    out = rates(cost.bytes, cost.flops, metrics[cost.timed_by] / 1e3)
+    for name, phase in cost.phases.items():
+        out.update({f"{name}_{k.removeprefix('achieved_')}": v
+                    for k, v in rates(phase.bytes, phase.flops, metrics[phase.timed_by] / 1e3).items()})
+    return out
 
 
 def compute_utilization(tflops: float, dtype: str, ceilings, devices: int = 1) -> dict:
@@ -61,24 +66,29 @@ def utilization(gbps: float, tflops: float, intensity: float, dtype: str, ceilin
 
 
 def with_ceilings(record: dict, ceilings) -> dict:
-    """A decode record with MBU, MFU and bound filled in from ``ceilings`` (decode and prefill); a
-    finetune record with MFU (GPUs of a multi-process run add up; CPU processes share one host's)."""
-    if record.get("status") != "ok":
+    """The record with MBU, MFU and bound filled in from ``ceilings`` (recomputed from its rates, so
+    ceilings measured later still explain it). Work whose cost counts FLOPs only (fine-tune) gets
+    MFU, against every GPU of a multi-process run (CPU processes share one host's); a decode
+    record's prefill gets its own MBU, MFU and bound. Ceiling records are left as they are."""
+    if record.get("status") != "ok" or record.get("workload") in CEILING_WORKLOADS:
         return record
-    if record.get("workload") == "finetune":
-        tflops = record["derived"]["achieved_tflops"]
+    old = record.get("derived", {})
+    if "achieved_tflops" not in old:
+        return record
+    if "achieved_gbps" not in old:
+        tflops = old["achieved_tflops"]
         devices = record.get("world_size", 1) if record.get("env", {}).get("device_type") == "cuda" else 1
         return {**record, "derived": {"achieved_tflops": tflops,
                                       **compute_utilization(tflops, record["dtype"], ceilings, devices)}}
-    if record.get("workload") != "decode":
-        return record
-    d = {k: v for k, v in record["derived"].items() if k in BASE_FIELDS}
-    d.update(utilization(d["achieved_gbps"], d["achieved_tflops"], d["arithmetic_intensity"], record["dtype"], ceilings))
-    prefill = utilization(d["prefill_gbps"], d["prefill_tflops"], d["prefill_arithmetic_intensity"], record["dtype"],
-                          ceilings)
-    d.update({f"prefill_{k}": v for k, v in prefill.items() if k in ("mbu", "mfu", "mbu_spec", "mfu_spec", "bound")})
+    d = {k: v for k, v in old.items() if k in RATE_FIELDS or k in PREFILL_FIELDS}
+    d.update(utilization(d["achieved_gbps"], d["achieved_tflops"], d["arithmetic_intensity"], record["dtype"],
+                         ceilings))
+    if "prefill_gbps" in d:
+        prefill = utilization(d["prefill_gbps"], d["prefill_tflops"], d["prefill_arithmetic_intensity"],
+                              record["dtype"], ceilings)
+        d.update({f"prefill_{k}": v for k, v in prefill.items() if k in ("mbu", "mfu", "mbu_spec", "mfu_spec",
+                                                                          "bound")})
     return {**record, "derived": d}
 
 
-BASE_FIELDS = ("achieved_gbps", "achieved_tflops", "arithmetic_intensity", "prefill_gbps", "prefill_tflops",
-               "prefill_arithmetic_intensity")
+PREFILL_FIELDS = ("prefill_gbps", "prefill_tflops", "prefill_arithmetic_intensity")

@@ -1,19 +1,29 @@
-"""Runs decode benchmarks: every precision x point, warm-up excluded, one record each.
+"""The one loop that turns workloads into timed records.
 
-For each precision the model is built once (same seed, so the same random draw
-in every precision), then each point gets ``warmup`` untimed generations and
-``repeats`` timed ones with fresh prompts. A point that runs out of memory is
-recorded as ``oom`` and one that fails as ``failed``; the others go on. Every
-record is appended the moment it is complete. On a GPU that NVML can see, the
-timed generations are sampled for power, energy, clocks and throttling (the
-record's ``telemetry`` block, see ``harness.telemetry``).
+Every measurement of llmbench goes through ``run``: decode generations, training
+runs, kernel microbenchmarks and the ceilings alike (the contract is in
+``workloads.workload``). For each workload: ``setup()`` once, then for each of
+its points the timed region, in the workload's precision's matmul mode:
+
+- ``Calls``: ``harness.timing.bench`` (``triton.testing.do_bench`` on a GPU:
+  CUDA events, L2 flushed between calls; warm-up calls excluded); the metrics are
+  the median time per call, its p10/p50/p90 and the number of calls;
+- ``Runs``: ``warmup`` untimed runs, then ``repeats`` timed runs on a step clock,
+  under the GPU telemetry sampler; the workload summarizes the timelines.
+
+Peak memory covers the timed work only. The cost model's bytes and FLOPs become
+rates in ``harness.roofline``, and MBU/MFU/bound when ceilings are given. A point
+whose implementation cannot run it is recorded as ``skipped``, one that runs out
+of memory as ``oom``, one that fails as ``failed`` (with the error's tail); the
+next point goes on. A ``UserError`` is the user's mistake and stops the run.
+Each record is appended to ``OUT/records.jsonl`` the moment it is complete.
 """
 
 from __future__ import annotations
 
 import sys
 import traceback
-from dataclasses import dataclass, replace
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,145 +31,101 @@ import torch
 from tqdm import tqdm
 
 from harness import roofline, telemetry
-from harness.ceilings import Ceilings
 from harness.memory import PeakMemory
 from harness.records import RECORDS_FILE, append_record, make_record
-from harness.timing import StepClock, Timeline, spread
-from workloads.decode import DecodePoint, DecodeWorkload, GenerationOptions
-from workloads.precision import Precision
-from workloads.presets import ModelSpec
-
-
-@dataclass(frozen=True)
-class DecodeJob:
-    spec: ModelSpec
-    precisions: list[Precision]
-    device: torch.device
-    points: list[DecodePoint]
-    attn: str = "sdpa"
-    options: GenerationOptions = GenerationOptions()
-    engines: tuple[str, ...] = ("hf",)  # hf, hf-static (generate() with a static cache), lean
-    repeats: int = 3
-    warmup: int = 1
-    seed: int = 0
-    out: Path = Path("results/runs")
-    ceilings: Ceilings | None = None
-
-
-def summarize(timelines: list[Timeline], point: DecodePoint) -> dict:
-    """Latency and throughput of the timed generations of one point."""
-    steps = point.new_tokens - 1
-    ttft = [t.ticks_ms[0] for t in timelines]
-    decode = [t.ticks_ms[-1] - t.ticks_ms[0] for t in timelines]
-    tpot = [b - a for t in timelines for a, b in zip(t.ticks_ms, t.ticks_ms[1:])]
-    e2e = [t.end_ms for t in timelines]
-    rates = [point.batch_size * steps / (ms / 1e3) for ms in decode]
-    return {
-        "tokens_per_s": float(np.median(rates)),
-        **spread(rates, "tokens_per_s"),
-        "ttft_ms": float(np.median(ttft)),
-        **spread(ttft, "ttft_ms"),
-        **spread(tpot, "tpot_ms"),
-        "decode_ms": float(np.median(decode)),
-        "e2e_ms": float(np.median(e2e)),
-        "e2e_tokens_per_s": point.batch_size * point.new_tokens / (float(np.median(e2e)) / 1e3),
-        "repeats": len(timelines),
-        "decode_steps_timed": len(tpot),
-    }
-
-
-def engine_options(job: DecodeJob, engine: str) -> GenerationOptions:
-    """The generation options an engine runs with: hf-static is generate() with a static cache, and the
-    lean engine always decodes over its own static cache."""
-    return replace(job.options, cache="static") if engine in ("hf-static", "lean") else job.options
-
-
-def point_fields(job: DecodeJob, precision: Precision, point: DecodePoint, engine: str = "hf") -> dict:
-    return {
-        "workload": "decode",
-        "model": job.spec.name,
-        "model_path": str(job.spec.path) if job.spec.path else None,
-        "random_weights": job.spec.random_weights,
-        "engine": engine,
-        "attn": job.attn,
-        "dtype": precision.name,
-        "weights_dtype": precision.dtype_name,
-        "matmul_precision": precision.matmul_precision,
-        "device": str(job.device),
-        "batch_size": point.batch_size,
-        "prompt_len": point.prompt_len,
-        "new_tokens": point.new_tokens,
-        "seq_len": point.prompt_len + point.new_tokens,
-        **engine_options(job, engine).record_fields(job.device, engine),
-        "seed": job.seed,
-    }
-
-
-def measure(workload: DecodeWorkload, point: DecodePoint, job: DecodeJob, bar: tqdm) -> tuple[dict, dict]:
-    """Metrics of the timed generations, and the GPU telemetry sampled over them (empty without NVML)."""
-    clock = StepClock(job.device)
-    peak = PeakMemory(job.device)
-    for i in range(job.warmup):
-        workload.run(point, workload.prompt(point, -1 - i), clock)
-        bar.update()
-    peak.reset()
-    timelines = []
-    with telemetry.sample(job.device) as sampler:
-        for i in range(job.repeats):
-            timelines.append(workload.run(point, workload.prompt(point, i), clock))
-            bar.update()
-    metrics = {**summarize(timelines, point), "peak_mem_bytes": peak.read(), "peak_mem_kind": peak.kind}
-    return metrics, sampler.summary(tokens=job.repeats * point.batch_size * point.new_tokens)
+from harness.timing import StepClock, bench
+from workloads.errors import UserError
+from workloads.precision import matmul_mode
+from workloads.workload import Calls, Runs, Unsupported, spread
 
 
 def describe_failure(exc: BaseException) -> tuple[str, str]:
+    """(status, error) of a point that raised: ``oom`` with PyTorch's first line, else ``failed``
+    with the last lines of the traceback."""
     if isinstance(exc, torch.OutOfMemoryError):
         return "oom", str(exc).splitlines()[0] if str(exc) else "out of memory"
     tail = "".join(traceback.format_exception(exc)[-3:]).strip()
     return "failed", tail
 
 
-def run_decode(job: DecodeJob, run_id: str, env: dict, progress: bool = True) -> list[dict]:
-    """Run the whole job; returns its records (also appended to ``job.out/records.jsonl``)."""
-    path = job.out / RECORDS_FILE
+def _time_calls(region: Calls, device: torch.device) -> tuple[dict, dict]:
+    times = bench(region.fn, device, grad_to_none=region.grads)
+    metrics = {"time_ms": float(np.median(times)), **spread(times, "time_ms"), "repeats": len(times)}
+    return metrics, {}
+
+
+def _time_runs(region: Runs, device: torch.device, bar: tqdm) -> tuple[dict, dict]:
+    for i in range(region.warmup):
+        region.run(StepClock(device), -1 - i)
+        bar.set_postfix_str(f"warm-up {i + 1}/{region.warmup}")
+    peak = PeakMemory(device)
+    clock = StepClock(device, on_start=peak.reset)
+    timelines = []
+    with telemetry.sample(device) as sampler:
+        for i in range(region.repeats):
+            timelines.append(region.run(clock, i))
+            bar.set_postfix_str(f"run {i + 1}/{region.repeats}")
+    metrics = {**region.summarize(timelines), "peak_mem_bytes": region.peak(peak.read()), "peak_mem_kind": peak.kind}
+    return metrics, sampler.summary(tokens=region.repeats * region.tokens or None)
+
+
+def measure(workload, point, run_id: str, env: dict, ceilings=None, bar: tqdm | None = None) -> dict:
+    """One record for one point of a workload whose ``setup()`` has run."""
+    bar = bar or tqdm(disable=True)
+    device = workload.device
+    try:
+        with matmul_mode(workload.precision):
+            region = workload.region(point)
+            if isinstance(region, Calls):
+                metrics, tel = _time_calls(region, device)
+            else:
+                metrics, tel = _time_runs(region, device, bar)
+        del region
+        cost = workload.cost(point)
+    except UserError:
+        raise
+    except Unsupported as exc:
+        return make_record(run_id=run_id, point=workload.fields(point), status="skipped", error=str(exc), env=env)
+    except Exception as exc:  # recorded, reported, and the next point goes on
+        status, error = describe_failure(exc)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return make_record(run_id=run_id, point=workload.fields(point), status=status, error=error, env=env)
+    record = make_record(run_id=run_id, point=workload.fields(point), metrics=metrics, cost=cost.block(),
+                         derived=roofline.derive(cost, metrics), env=env, telemetry=tel)
+    return roofline.with_ceilings(record, ceilings)
+
+
+def run(workloads: list, run_id: str, env: dict, *, out: Path | None = None, ceilings=None, progress: bool = True,
+        desc: str = "", note: Callable[[dict], str | None] | None = None) -> list[dict]:
+    """Measure every point of every workload; returns the records (also appended to
+    ``out/records.jsonl`` when ``out`` is given). ``note(record)`` is a line printed per record."""
     records = []
-    total = len(job.precisions) * len(job.engines) * len(job.points) * (job.warmup + job.repeats)
-    runs = [(precision, engine) for precision in job.precisions for engine in job.engines]
-    with tqdm(total=total, desc="decode", unit="gen", file=sys.stderr, disable=None if progress else True, leave=False) as bar:
-        for precision, engine in runs:
-            workload = DecodeWorkload(job.spec, precision, job.device, job.attn, engine_options(job, engine),
-                                      job.seed, engine="lean" if engine == "lean" else "hf")
-            bar.set_description(f"{precision.name} {engine}: building {job.spec.name}")
+    total = sum(len(w.points) for w in workloads)
+    with tqdm(total=total, desc=desc, unit="point", file=sys.stderr, disable=None if progress else True,
+              leave=False) as bar:
+        for workload in workloads:
             try:
                 workload.setup()
-                build_error = None
-            except torch.OutOfMemoryError as exc:
-                build_error = exc
-            for point in job.points:
-                bar.set_description(f"{precision.name} b={point.batch_size} p={point.prompt_len} n={point.new_tokens}")
-                fields = point_fields(job, precision, point, engine)
-                try:
-                    if build_error is not None:
-                        raise build_error
-                    metrics, tel = measure(workload, point, job, bar)
-                    cost = workload.cost(point)
-                    record = roofline.with_ceilings(make_record(
-                        run_id=run_id, point=fields, metrics=metrics, cost=cost,
-                        derived=roofline.derive_decode(metrics, cost), env=env, telemetry=tel,
-                    ), job.ceilings)
-                    tqdm.write(
-                        f"{precision.name} {engine} b={point.batch_size} p={point.prompt_len} n={point.new_tokens}: "
-                        f"{metrics['tokens_per_s']:.1f} tok/s, TTFT {metrics['ttft_ms']:.1f} ms, "
-                        f"{record['derived']['achieved_gbps']:.1f} GB/s",
-                        file=sys.stderr,
-                    )
-                except Exception as exc:  # recorded, reported, and the next point goes on
-                    status, error = describe_failure(exc)
-                    record = make_record(run_id=run_id, point=fields, status=status, error=error, env=env)
-                    tqdm.write(f"{precision.name} {point}: {status}: {error}", file=sys.stderr)
-                    if job.device.type == "cuda":
-                        torch.cuda.empty_cache()
-                append_record(path, record)
+                setup_error = None
+            except UserError:
+                raise
+            except Exception as exc:  # every point of this workload records why it could not run
+                setup_error = describe_failure(exc)
+            for point in workload.points:
+                if setup_error is None:
+                    record = measure(workload, point, run_id, env, ceilings, bar)
+                else:
+                    record = make_record(run_id=run_id, point=workload.fields(point), status=setup_error[0],
+                                         error=setup_error[1], env=env)
+                if out is not None:
+                    append_record(out / RECORDS_FILE, record)
                 records.append(record)
+                line = note(record) if note else None
+                if line:
+                    tqdm.write(line, file=sys.stderr)
+                bar.update()
             workload.teardown()
+            if workload.device.type == "cuda":
+                torch.cuda.empty_cache()
     return records

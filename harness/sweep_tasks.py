@@ -37,12 +37,12 @@ from pathlib import Path
 from harness.sweep import Sweep
 from slurm import backend
 from slurm.backend import SlurmOptions
+from workloads.choices import CEILING_WORKLOADS
 from workloads.errors import UserError
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 SCRIPTS = ("sweep.sbatch", "collect.sbatch")
-CEILING_WORKLOADS = ("copy", "triad", "matmul")  # harness.ceilings', named here to keep torch out of the task
 STATES = ("done", "failed", "oom", "running", "pending")
 FINISHED = ("done", "oom")  # states a rerun would not change; the others are run again
 TAIL_CHARS = 2000

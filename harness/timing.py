@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 
@@ -24,11 +23,14 @@ class Timeline:
 
 
 class StepClock:
-    """``start()``, then ``tick()`` once per step, then ``stop()`` for the timeline."""
+    """``start()``, then ``tick()`` once per step, then ``stop()`` for the timeline.
+    ``on_start`` runs at every ``start()``, before anything is marked (the runner resets the
+    peak-memory counter there, so warm-up work inside a run does not count)."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, on_start=None):
         self.cuda = device.type == "cuda"
         self.device = device
+        self.on_start = on_start
         self._marks: list = []
 
     def _mark(self):
@@ -39,6 +41,8 @@ class StepClock:
         return time.perf_counter_ns()
 
     def start(self) -> None:
+        if self.on_start is not None:
+            self.on_start()
         if self.cuda:
             torch.cuda.synchronize(self.device)  # earlier queued work must not count
         self._marks = [self._mark()]
@@ -53,12 +57,6 @@ class StepClock:
             end.synchronize()
             return Timeline([first.elapsed_time(e) for e in ticks], first.elapsed_time(end))
         return Timeline([(t - first) / 1e6 for t in ticks], (end - first) / 1e6)
-
-
-def spread(values, prefix: str) -> dict[str, float]:
-    """p10/p50/p90 of ``values`` as ``{prefix}_p10`` ... (linear interpolation)."""
-    p10, p50, p90 = np.percentile(np.asarray(values, dtype=float), [10, 50, 90])
-    return {f"{prefix}_p10": float(p10), f"{prefix}_p50": float(p50), f"{prefix}_p90": float(p90)}
 
 
 def bench(fn, device: torch.device, reps: int = 20, budget_s: float = 2.0, grad_to_none=None) -> list[float]:

@@ -32,7 +32,7 @@ def check_attn(attn: str, device: torch.device) -> None:
     if attn not in ATTN_IMPLEMENTATIONS:
         raise UserError(f"unknown attention implementation {attn!r}; choose from {', '.join(ATTN_IMPLEMENTATIONS)}")
     if attn == "triton" and device.type != "cuda":
-        from kernels.attention import interpreting
+        from kernels.common import interpreting
 
         if not interpreting():
             raise UserError("--attn triton runs our Triton kernels, which need a CUDA GPU; "

@@ -7,6 +7,13 @@ each choice import their tuple from here; the tests check these lists against
 what transformers and PyTorch offer.
 """
 
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")  # workloads.precision, in the order reports list them
+
+# the model a workload runs when --model is auto, per device type (training is ~3x a forward per token
+# and keeps AdamW state: on a CPU the decode default is too slow to train)
+DECODE_MODEL = {"cuda": "llama-3.2-1b", "cpu": "qwen2.5-0.5b"}
+TRAIN_MODEL = {"cuda": "llama-3.2-1b", "cpu": "gpt2"}
+
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "triton")  # transformers' two, and ours (workloads.attention)
 CACHES = ("dynamic", "static", "offloaded", "offloaded_static")  # transformers' KV caches we time
 ENGINES = ("hf", "hf-static", "lean")  # generate(), generate() with a static cache, workloads.lean
@@ -19,3 +26,4 @@ SDPA_BACKENDS = {"sdpa-flash": "FLASH_ATTENTION", "sdpa-efficient": "EFFICIENT_A
 ATTENTION_IMPLS = ("triton", *SDPA_BACKENDS, "eager")
 ATTENTION_MODES = ("fwd", "bwd", "fwd+bwd")
 DECODE_ATTENTION_IMPLS = ("triton", "triton-paged", "sdpa", "eager")
+CEILING_WORKLOADS = ("copy", "triad", "matmul")  # workloads.micro: their records are a device's ceilings

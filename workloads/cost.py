@@ -24,7 +24,7 @@ Decimal units are applied later; everything here is plain bytes and FLOPs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -93,13 +93,28 @@ def model_shape(model: nn.Module) -> ModelShape:
 
 @dataclass(frozen=True)
 class Cost:
-    """Bytes moved and FLOPs done by one kernel call."""
+    """Bytes moved and FLOPs done by the work that one measured time covers: every workload's
+    ``cost(point)`` returns one (see ``workloads.workload``).
 
-    bytes: int
+    ``timed_by`` names the metric, in milliseconds, that the work took (``time_ms`` for one kernel
+    call, ``decode_ms`` for a generation's decode steps, ``step_ms_p50`` for an optimizer step).
+    ``bytes`` is None where the model counts FLOPs only (training). ``details`` is the record's
+    ``cost`` block (default: bytes and FLOPs); ``phases`` are other timed parts of the same run
+    (decode's ``prefill``, timed by ``ttft_ms``), whose rates the record keeps under their name.
+    """
+
+    bytes: int | None
     flops: int
+    timed_by: str = "time_ms"
+    details: dict | None = field(default=None, compare=False)
+    phases: dict[str, Cost] = field(default_factory=dict, compare=False)
 
     def __add__(self, other: Cost) -> Cost:
-        return Cost(self.bytes + other.bytes, self.flops + other.flops)
+        return Cost(self.bytes + other.bytes, self.flops + other.flops, self.timed_by)
+
+    def block(self) -> dict:
+        """What the record stores under ``cost``."""
+        return self.details if self.details is not None else {"bytes": self.bytes, "flops": self.flops}
 
 
 @dataclass(frozen=True)

@@ -7,32 +7,30 @@ which ``generate()`` calls once after every new token, marks each token on the
 caller's clock, so prefill (time to first token) and every decode step are timed
 separately without adding a host synchronisation. ``lean`` is ``workloads.lean``:
 a static cache and a fixed (on a GPU, CUDA-graph) decode step, marked the same way.
+``hf-static`` is ``generate()`` with a static cache. A ``DecodeWorkload`` is one
+model in one precision and engine over a list of points; ``harness.runner``
+times it (``workloads.workload``): warm-up generations, then timed ones, whose
+per-token marks ``summarize`` turns into tokens/s, TTFT and TPOT.
 
 Prompts are fresh random token ids for every call (never the same buffer twice).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Protocol
+from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.configuration_utils import STATIC_CACHE_IMPLEMENTATIONS
 
 from workloads import cost
-from workloads.choices import CACHES
+from workloads.attention import check_attn
+from workloads.choices import CACHES, ENGINES
 from workloads.errors import UserError
-from workloads.precision import Precision, matmul_mode
+from workloads.precision import Precision, check_supported, matmul_mode
 from workloads.presets import ModelSpec, build_model
-
-# Cache layouts we time; a subset of what transformers offers ("quantized" needs extra packages).
-
-
-class Clock(Protocol):
-    def start(self) -> None: ...
-    def tick(self) -> None: ...
-    def stop(self): ...
+from workloads.workload import Clock, Runs, spread
 
 
 @dataclass(frozen=True)
@@ -95,6 +93,60 @@ def check_point(spec: ModelSpec, point: DecodePoint) -> None:
         )
 
 
+def engine_options(options: GenerationOptions, engine: str) -> GenerationOptions:
+    """The generation options an engine runs with: hf-static is generate() with a static cache, and the
+    lean engine always decodes over its own static cache."""
+    return replace(options, cache="static") if engine in ("hf-static", "lean") else options
+
+
+def check(spec: ModelSpec, precisions: list[Precision], device: torch.device, points: list[DecodePoint], attn: str,
+          options: GenerationOptions, engines: list[str], repeats: int = 1) -> None:
+    """Refuse a decode request that cannot run, before anything is built."""
+    if not precisions:
+        raise UserError("--dtype needs at least one precision, e.g. bf16,fp32")
+    if len({p.name for p in precisions}) != len(precisions):
+        raise UserError(f"--dtype lists a precision twice: {', '.join(p.name for p in precisions)}")
+    for precision in precisions:
+        check_supported(precision, device)
+    check_attn(attn, device)
+    for point in points:
+        check_point(spec, point)
+    options.validate(device)
+    for engine in engines:
+        if engine not in ENGINES:
+            raise UserError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    if not engines or len(set(engines)) != len(engines):
+        raise UserError(f"--engine needs distinct engines from {', '.join(ENGINES)}, got {','.join(engines)!r}")
+    if "lean" in engines:
+        from workloads.lean import check_options
+
+        check_options(options)
+    if repeats < 1:
+        raise UserError("--repeats must be at least 1")
+
+
+def summarize(timelines: list, point: DecodePoint) -> dict:
+    """Latency and throughput of the timed generations of one point."""
+    steps = point.new_tokens - 1
+    ttft = [t.ticks_ms[0] for t in timelines]
+    decode = [t.ticks_ms[-1] - t.ticks_ms[0] for t in timelines]
+    tpot = [b - a for t in timelines for a, b in zip(t.ticks_ms, t.ticks_ms[1:])]
+    e2e = [t.end_ms for t in timelines]
+    rates = [point.batch_size * steps / (ms / 1e3) for ms in decode]
+    return {
+        "tokens_per_s": float(np.median(rates)),
+        **spread(rates, "tokens_per_s"),
+        "ttft_ms": float(np.median(ttft)),
+        **spread(ttft, "ttft_ms"),
+        **spread(tpot, "tpot_ms"),
+        "decode_ms": float(np.median(decode)),
+        "e2e_ms": float(np.median(e2e)),
+        "e2e_tokens_per_s": point.batch_size * point.new_tokens / (float(np.median(e2e)) / 1e3),
+        "repeats": len(timelines),
+        "decode_steps_timed": len(tpot),
+    }
+
+
 class _MarkEachToken(StoppingCriteria):
     """Called by generate() after every new token: mark it on the clock, never stop."""
 
@@ -110,7 +162,10 @@ class _MarkEachToken(StoppingCriteria):
 
 
 class DecodeWorkload:
-    """One model in one precision on one device; runs any number of decode points."""
+    """One model in one precision and engine on one device, over any number of decode points.
+
+    ``engine``: ``hf`` (generate()), ``hf-static`` (generate() with a static cache) or ``lean``.
+    """
 
     def __init__(
         self,
@@ -121,9 +176,14 @@ class DecodeWorkload:
         options: GenerationOptions = GenerationOptions(),
         seed: int = 0,
         engine: str = "hf",
+        points: list[DecodePoint] = (),
+        warmup: int = 1,
+        repeats: int = 3,
     ):
         self.spec, self.precision, self.device = spec, precision, device
-        self.attn, self.options, self.seed, self.engine = attn, options, seed, engine
+        self.attn, self.seed, self.engine = attn, seed, engine
+        self.options = engine_options(options, engine)
+        self.points, self.warmup, self.repeats = list(points), warmup, repeats
         self.model = None
         self.lean = None
         self.shape = None
@@ -193,14 +253,41 @@ class DecodeWorkload:
             )
         return timeline
 
-    def cost(self, point: DecodePoint) -> dict:
-        """Bytes and FLOPs of the decode steps (mean per step) and of the prefill."""
+    def fields(self, point: DecodePoint) -> dict:
+        return {
+            "workload": "decode",
+            "model": self.spec.name,
+            "model_path": str(self.spec.path) if self.spec.path else None,
+            "random_weights": self.spec.random_weights,
+            "engine": self.engine,
+            "attn": self.attn,
+            "dtype": self.precision.name,
+            "weights_dtype": self.precision.dtype_name,
+            "matmul_precision": self.precision.matmul_precision,
+            "device": str(self.device),
+            "batch_size": point.batch_size,
+            "prompt_len": point.prompt_len,
+            "new_tokens": point.new_tokens,
+            "seq_len": point.prompt_len + point.new_tokens,
+            **self.options.record_fields(self.device, self.engine),
+            "seed": self.seed,
+        }
+
+    def region(self, point: DecodePoint) -> Runs:
+        """Warm-up and timed generations, each on fresh prompts (``prompt(point, index)``)."""
+        return Runs(run=lambda clock, index: self.run(point, self.prompt(point, index), clock),
+                    summarize=lambda timelines: summarize(timelines, point), warmup=self.warmup,
+                    repeats=self.repeats, tokens=point.batch_size * point.new_tokens)
+
+    def cost(self, point: DecodePoint) -> cost.Cost:
+        """Bytes and FLOPs of the decode steps of one generation (timed by ``decode_ms``, first to last
+        token) and of its prefill (timed by ``ttft_ms``); the record keeps the mean per step too."""
         sequences = point.batch_size * self.options.num_beams
         elem = self.precision.bytes_per_element
         run = cost.decode_run(self.shape, sequences, point.prompt_len, point.new_tokens, elem)
         pre = cost.prefill(self.shape, sequences, point.prompt_len, elem)
         steps = point.new_tokens - 1
-        return {
+        details = {
             "bytes_per_step": run.bytes / steps,
             "flops_per_step": run.flops / steps,
             "weight_bytes_per_step": run.weight_bytes / steps,
@@ -214,3 +301,5 @@ class DecodeWorkload:
             "params": self.shape.params,
             "kv_bytes_per_token": self.shape.kv_elements_per_token * elem,
         }
+        return cost.Cost(run.bytes, run.flops, "decode_ms", details,
+                         {"prefill": cost.Cost(pre.bytes, pre.flops, "ttft_ms")})

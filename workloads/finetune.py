@@ -35,18 +35,18 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+import numpy as np
 import torch
 import torch.distributed as torch_dist
 
 from workloads import cost, data
 from workloads.attention import check_attn
 from workloads.choices import ATTN_IMPLEMENTATIONS, TRAINERS
-from workloads.decode import Clock
 from workloads.errors import UserError
 from workloads.precision import Precision, matmul_mode
 from workloads.presets import ModelSpec, build_model
+from workloads.workload import Clock, Runs, spread
 
 ATTN_BACKENDS = ATTN_IMPLEMENTATIONS  # all of them have a backward pass, ours included
 
@@ -171,9 +171,11 @@ class FinetuneWorkload:
                  options: TrainOptions, dist: Dist = Dist()):
         self.spec, self.precision, self.device = spec, precision, device
         self.point, self.options, self.dist = point, options, dist
+        self.points = [point]
         self.model = None
         self.blocks = None
         self.shape = None
+        self.result: TrainResult | None = None
 
     def load_data(self) -> None:
         """Read and tokenize the data first: its mistakes are the user's, found before any model is built."""
@@ -187,31 +189,61 @@ class FinetuneWorkload:
         self.model.config.use_cache = False
         self.shape = cost.model_shape(self.model)
 
-    def run(self, clock: Clock, after_warmup: Callable[[], None]) -> TrainResult:
-        """Warm-up steps, then ``after_warmup()``, then the timed steps, each marked on ``clock``."""
+    def run(self, clock: Clock) -> TrainResult:
+        """Warm-up steps, then the timed steps, each marked on ``clock`` (started after the warm-up)."""
         with matmul_mode(self.precision):
             if self.options.trainer == "hf":
-                return _run_hf(self, clock, after_warmup)
-            return _run_lean(self, clock, after_warmup)
+                return _run_hf(self, clock)
+            return _run_lean(self, clock)
+
+    def region(self, point: FinetunePoint) -> Runs:
+        """One training run (its warm-up steps inside it); step times and peak memory are the largest
+        over the processes of a multi-process run, since every step waits for the slowest."""
+        def summarize(results: list[TrainResult]) -> dict:
+            self.result = results[-1]
+            step_ms = _max_over_ranks(self.result.step_ms, self.dist.world_size, self.device)
+            return summarize_steps(step_ms, self.result.losses, self.cost(point).details)
+
+        tokens = point.batch_size * point.grad_accum * self.dist.world_size * point.seq_len * point.steps
+        return Runs(run=lambda clock, index: self.run(clock), summarize=summarize, tokens=tokens,
+                    peak=lambda peak: int(_max_over_ranks([float(peak)], self.dist.world_size, self.device)[0]))
 
     def teardown(self) -> None:
         self.model = self.blocks = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def cost(self) -> dict:
-        """FLOPs of one optimizer step, all micro-batches of all ranks (see ``cost.finetune_step``)."""
+    def cost(self, point: FinetunePoint | None = None) -> cost.Cost:
+        """FLOPs of one optimizer step, all micro-batches of all ranks (see ``cost.finetune_step``),
+        timed by the median step."""
         p = self.point
         sequences = p.batch_size * p.grad_accum * self.dist.world_size
         flops = cost.finetune_step(self.shape, sequences, p.seq_len)
-        return {
+        return cost.Cost(None, flops, "step_ms_p50", {
             "flops_per_step": flops,
             "flops_per_token": flops / (sequences * p.seq_len),
             "tokens_per_step": sequences * p.seq_len,
             "sequences_per_step": sequences,
             "params": self.shape.params,
             "trainable_params": sum(q.numel() for q in self.model.parameters() if q.requires_grad),
+        })
+
+    def fields(self, point: FinetunePoint | None = None) -> dict:
+        """The record's point fields; the optimizer once a run has told which one it used."""
+        p, o, precision = self.point, self.options, self.precision
+        weights, autocast = training_dtypes(precision)
+        fields = {
+            "workload": "finetune", "model": self.spec.name,
+            "model_path": str(self.spec.path) if self.spec.path else None,
+            "random_weights": self.spec.random_weights, "engine": "hf", "trainer": o.trainer, "attn": o.attn,
+            "dtype": precision.name, "matmul_precision": precision.matmul_precision, "device": str(self.device),
+            "batch_size": p.batch_size, "seq_len": p.seq_len, "grad_accum": p.grad_accum,
+            "world_size": self.dist.world_size, "steps": p.steps, "warmup_steps": p.warmup_steps, "seed": o.seed,
+            **self.record_fields(),
         }
+        if self.result is not None:
+            fields["optimizer"] = self.result.optimizer
+        return fields
 
     def record_fields(self) -> dict:
         weights, autocast = training_dtypes(self.precision)
@@ -248,7 +280,7 @@ def _mean_over_ranks(values: torch.Tensor, dist: Dist) -> torch.Tensor:
     return values
 
 
-def _run_lean(w: FinetuneWorkload, clock: Clock, after_warmup: Callable[[], None]) -> TrainResult:
+def _run_lean(w: FinetuneWorkload, clock: Clock) -> TrainResult:
     p, o, dist, device = w.point, w.options, w.dist, w.device
     model = w.model.train()
     if o.grad_checkpointing:  # renamed to activation checkpointing in transformers 5.x
@@ -285,7 +317,6 @@ def _run_lean(w: FinetuneWorkload, clock: Clock, after_warmup: Callable[[], None
         return total
 
     losses = [step(i) for i in range(p.warmup_steps)]
-    after_warmup()
     clock.start()
     for i in range(p.warmup_steps, p.warmup_steps + p.steps):
         losses.append(step(i))
@@ -307,7 +338,7 @@ def _checkpointing_argument(arguments_class, enabled: bool) -> dict:
     return {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": True}
 
 
-def _run_hf(w: FinetuneWorkload, clock: Clock, after_warmup: Callable[[], None]) -> TrainResult:
+def _run_hf(w: FinetuneWorkload, clock: Clock) -> TrainResult:
     try:
         from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
         from transformers.data.data_collator import default_data_collator
@@ -327,12 +358,10 @@ def _run_hf(w: FinetuneWorkload, clock: Clock, after_warmup: Callable[[], None])
 
         def on_train_begin(self, args, state, control, **kwargs):
             if p.warmup_steps == 0:
-                after_warmup()
                 clock.start()
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == p.warmup_steps:
-                after_warmup()
                 clock.start()
             elif state.global_step > p.warmup_steps:
                 clock.tick()
@@ -377,3 +406,26 @@ def _run_hf(w: FinetuneWorkload, clock: Clock, after_warmup: Callable[[], None])
         trainer.train()
         timeline = clock.stop()
     return TrainResult(_step_times(timeline.ticks_ms), marks.losses, "adamw-fused")
+
+
+def summarize_steps(step_ms: list[float], losses: list[float], cost_block: dict) -> dict:
+    """Throughput from the median optimizer step; the step times' spread; the loss at start and end."""
+    step_s = float(np.median(step_ms)) / 1e3
+    return {
+        "tokens_per_s": cost_block["tokens_per_step"] / step_s,
+        "samples_per_s": cost_block["sequences_per_step"] / step_s,
+        **spread(step_ms, "step_ms"),
+        "step_ms_mean": float(np.mean(step_ms)),
+        "steps_timed": len(step_ms),
+        "loss_start": losses[0] if losses else None,
+        "loss_end": losses[-1] if losses else None,
+        "loss_steps": len(losses),
+    }
+
+
+def _max_over_ranks(values: list[float], world_size: int, device: torch.device) -> list[float]:
+    if world_size == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)  # nccl reduces GPU tensors only
+    torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MAX)
+    return tensor.tolist()

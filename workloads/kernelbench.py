@@ -1,7 +1,7 @@
 """Kernel microbenchmarks: fused attention and decode attention, ours against PyTorch's.
 
-A case is a callable that runs one attention forward, backward or both on fresh
-random inputs, with the cost the harness divides the time by (``cost.attention``:
+A case (``Calls``) is a callable that runs one attention forward, backward or both on fresh
+random inputs; its cost is what the harness divides the time by (``cost.attention``:
 FLOPs of the visible (query, key) pairs, bytes of Q, K, V, O once, and dO, dQ, dK,
 dV for the backward). Implementations:
 
@@ -14,6 +14,9 @@ dV for the backward). Implementations:
 
 Modes: ``fwd``; ``bwd`` (the backward alone, from a kept forward graph, as
 Triton's tutorial and FlashAttention's benchmarks time it); ``fwd+bwd``.
+
+A ``KernelWorkload`` runs one kernel family's points in one precision for
+``harness.runner`` (``workloads.workload``): each point's case is its timed ``Calls``.
 
 Decode attention (one new token per sequence over a full KV cache of ``context``
 tokens; ``cost.decode_attention``: K and V read once, Q read, O written):
@@ -34,13 +37,10 @@ from workloads import cost
 from workloads.choices import ATTENTION_IMPLS, ATTENTION_MODES, DECODE_ATTENTION_IMPLS, SDPA_BACKENDS
 from workloads.errors import UserError
 from workloads.precision import Precision
+from workloads.workload import Calls, Unsupported
 
 IMPLS, MODES, DECODE_IMPLS = ATTENTION_IMPLS, ATTENTION_MODES, DECODE_ATTENTION_IMPLS
 PAGE_SIZE = 16
-
-
-class Unsupported(Exception):
-    """This implementation cannot run this point (recorded as skipped, with the reason)."""
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,6 @@ class AttentionPoint:
 
     def fields(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class KernelCase:
-    fn: Callable[[], object]
-    cost: cost.Cost
-    grads: list  # tensors whose .grad the timer resets between calls
 
 
 def check_point(point: AttentionPoint | DecodeAttentionPoint) -> None:
@@ -118,7 +111,7 @@ def _forward(point: AttentionPoint) -> Callable:
     return sdpa
 
 
-def attention_case(point: AttentionPoint, precision: Precision, device: torch.device, seed: int = 0) -> KernelCase:
+def attention_case(point: AttentionPoint, precision: Precision, device: torch.device, seed: int = 0) -> Calls:
     """Inputs on ``device`` and the timed callable; runs it once, so a point that cannot run fails here.
 
     Raises ``Unsupported`` when the implementation cannot run the point (device,
@@ -141,7 +134,6 @@ def attention_case(point: AttentionPoint, precision: Precision, device: torch.de
         if isinstance(exc, torch.OutOfMemoryError):
             raise
         raise Unsupported(str(exc).strip().splitlines()[0][:300]) from None
-    elem_bytes = precision.bytes_per_element
     if point.mode == "fwd":
         def fn():
             with torch.no_grad():
@@ -155,7 +147,7 @@ def attention_case(point: AttentionPoint, precision: Precision, device: torch.de
             def fn():
                 forward(q, k, v).backward(grad_out)
         fn()
-    return KernelCase(fn, attention_cost(point, elem_bytes), [q, k, v] if backward else [])
+    return Calls(fn, [q, k, v] if backward else [])
 
 
 @dataclass(frozen=True)
@@ -177,7 +169,7 @@ def decode_attention_cost(point: DecodeAttentionPoint, elem_bytes: int) -> cost.
 
 
 def decode_attention_case(point: DecodeAttentionPoint, precision: Precision, device: torch.device,
-                          seed: int = 0) -> KernelCase:
+                          seed: int = 0) -> Calls:
     """A full cache of ``context`` tokens per sequence and one new query token; runs the call once."""
     if point.impl.startswith("triton") and device.type != "cuda":
         raise Unsupported("our Triton kernel needs a CUDA GPU")
@@ -219,4 +211,31 @@ def decode_attention_case(point: DecodeAttentionPoint, precision: Precision, dev
             if isinstance(exc, torch.OutOfMemoryError):
                 raise
             raise Unsupported(str(exc).strip().splitlines()[0][:300]) from None
-    return KernelCase(fn, decode_attention_cost(point, precision.bytes_per_element), [])
+    return Calls(fn)
+
+
+class KernelWorkload:
+    """Points of one kernel family (``attention`` or ``decode-attention``) in one precision."""
+
+    def __init__(self, kind: str, precision: Precision, device: torch.device, points: list, seed: int = 0):
+        self.make_case, self.cost_of = {"attention": (attention_case, attention_cost),
+                                        "decode-attention": (decode_attention_case, decode_attention_cost)}[kind]
+        self.kind, self.precision, self.device, self.points, self.seed = kind, precision, device, points, seed
+
+    def setup(self) -> None:
+        pass
+
+    def teardown(self) -> None:
+        pass
+
+    def fields(self, point) -> dict:
+        p = self.precision
+        return {"workload": self.kind, "attn": point.impl, "dtype": p.name, "weights_dtype": p.dtype_name,
+                "matmul_precision": p.matmul_precision, "device": str(self.device), **point.fields(),
+                "seed": self.seed}
+
+    def region(self, point) -> Calls:
+        return self.make_case(point, self.precision, self.device, self.seed)
+
+    def cost(self, point) -> cost.Cost:
+        return self.cost_of(point, self.precision.bytes_per_element)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from workloads import choices
 from workloads.errors import UserError
 
 
@@ -37,6 +38,7 @@ PRECISIONS = {
     "bf16": Precision("bf16", torch.bfloat16, "highest"),
     "fp16": Precision("fp16", torch.float16, "highest"),
 }
+assert tuple(PRECISIONS) == choices.PRECISIONS
 ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
 
 

@@ -12,23 +12,27 @@ GPU = torch.cuda.is_available()
 
 
 def test_copy(timed, device):
-    m = micro.copy(device, (1 << 30) if GPU else (16 << 20))
-    timed(m.fn, rounds=50 if GPU else 10, warmup=5 if GPU else 1, bytes=m.cost.bytes)
+    point = micro.MicroPoint((1 << 30) if GPU else (16 << 20))
+    m = micro.MicroWorkload("copy", device, [point])
+    timed(m.region(point).fn, rounds=50 if GPU else 10, warmup=5 if GPU else 1, bytes=m.cost(point).bytes)
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_matmul(timed, device, dtype):
     precision = PRECISIONS[dtype]
-    m = micro.matmul(device, 8192 if GPU else 256, precision)
+    point = micro.MicroPoint(8192 if GPU else 256)
+    m = micro.MicroWorkload("matmul", device, [point], precision)
+    c = m.cost(point)
     with matmul_mode(precision):
-        timed(m.fn, rounds=30 if GPU else 5, warmup=5 if GPU else 1, flops=m.cost.flops, bytes=m.cost.bytes)
+        timed(m.region(point).fn, rounds=30 if GPU else 5, warmup=5 if GPU else 1, flops=c.flops, bytes=c.bytes)
 
 
 @pytest.mark.skipif(not GPU, reason="compiled Triton kernels need a GPU (the interpreter is far too slow to time)")
 @pytest.mark.parametrize("impl", ["triton", "sdpa-flash"])
 @pytest.mark.parametrize("seq_len", [1024, 4096])
 def test_attention(timed, device, impl, seq_len):
-    from workloads.kernelbench import AttentionPoint, Unsupported, attention_case, attention_cost
+    from workloads.kernelbench import AttentionPoint, attention_case, attention_cost
+    from workloads.workload import Unsupported
 
     precision = PRECISIONS["bf16"]
     point = AttentionPoint(impl, 16384 // seq_len, 16, 16, seq_len, 128, True, "fwd")

@@ -1,83 +1,41 @@
-"""The llmbench command: end-to-end decode on a tiny preset, and clear errors for bad input."""
+"""The command table and ``main``: every subcommand registered, a user's mistake is exit 2 in one
+line, an interrupt is 130, and ``python -m harness`` is the same command."""
 
-import json
+import argparse
 import subprocess
 import sys
 
 import pytest
-import torch
 
-from harness import cli, runner
-from harness.records import read_records
+from harness import cli
+from workloads.errors import UserError
 
 TINY = ["decode", "--model", "tiny-llama", "--prompt-len", "12", "--new-tokens", "5", "--repeats", "2",
         "--no-progress", "--no-ceilings"]
 
 
-def test_decode_end_to_end(tmp_path, capsys):
-    code = cli.main([*TINY, "--dtype", "bf16,fp32", "--batch-size", "1,2", "--out", str(tmp_path)])
-    out = capsys.readouterr().out
-    assert code == 0
-    recs = read_records([tmp_path / "records.jsonl"])
-    assert [(r["dtype"], r["batch_size"]) for r in recs] == [("bf16", 1), ("bf16", 2), ("fp32", 1), ("fp32", 2)]
-    assert len({r["run_id"] for r in recs}) == 1
-    for r in recs:
-        assert r["status"] == "ok" and r["workload"] == "decode" and r["engine"] == "hf"
-        assert r["prompt_len"] == 12 and r["new_tokens"] == 5 and r["seq_len"] == 17
-        m, c, d = r["metrics"], r["cost"], r["derived"]
-        assert m["repeats"] == 2 and m["decode_steps_timed"] == 2 * 4
-        assert m["tokens_per_s"] > 0 and m["ttft_ms"] > 0 and m["tpot_ms_p90"] >= m["tpot_ms_p50"] > 0
-        assert m["peak_mem_bytes"] > 0
-        assert d["achieved_gbps"] == pytest.approx(c["decode_bytes"] / (m["decode_ms"] / 1e3) / 1e9)
-        assert r["env"]["torch"] == torch.__version__ and r["env"]["host"]
-    fp32 = next(r for r in recs if r["dtype"] == "fp32")
-    bf16 = next(r for r in recs if r["dtype"] == "bf16")
-    assert fp32["weights_dtype"] == "float32" and bf16["weights_dtype"] == "bfloat16"
-    assert fp32["cost"]["weight_bytes_per_step"] == 2 * bf16["cost"]["weight_bytes_per_step"]
-    lines = out.splitlines()
-    assert "tok/s" in lines[0] and "speedup" in lines[0] and "GB/s" in lines[0]
-    assert [line.split()[1] for line in lines[2:6]] == ["bf16", "fp32", "bf16", "fp32"]
-    assert lines[2].split()[6] == "1.00"  # the first precision is the baseline
-    assert "records.jsonl" in out
+def test_every_command_has_a_module_with_add_parser_and_run():
+    parser = cli.build_parser()
+    [subcommands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert list(subcommands.choices) == list(cli.COMMANDS)
+    for name, module in cli.COMMANDS.items():
+        assert module.__name__ == f"harness.commands.{name.replace('-', '_')}"
+        assert callable(module.add_parser) and callable(module.run)
 
 
-def test_failed_point_is_recorded_and_the_rest_go_on(tmp_path, monkeypatch, capsys):
-    real_run = runner.DecodeWorkload.run
-
-    def run(self, point, prompt, clock):
-        if point.batch_size == 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
-        return real_run(self, point, prompt, clock)
-
-    monkeypatch.setattr(runner.DecodeWorkload, "run", run)
-    code = cli.main([*TINY, "--dtype", "fp32", "--batch-size", "1,2,3", "--out", str(tmp_path)])
-    assert code == 1
-    recs = read_records([tmp_path])
-    assert [r["status"] for r in recs] == ["ok", "oom", "ok"]
-    assert "80.00 GiB" in recs[1]["error"] and recs[1]["metrics"] == {}
-    assert "did not complete" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--model", "llama-9b"], "unknown model preset 'llama-9b'"),
-    (["--model", "tiny-llama", "--dtype", "bf17"], "unknown dtype 'bf17'"),
-    (["--model", "tiny-llama", "--dtype", "bf16,bf16"], "twice"),
-    (["--model", "tiny-llama", "--dtype", "tf32", "--device", "cpu"], "tf32"),
-    (["--model", "tiny-llama", "--device", "quantum"], "unknown device"),
-    (["--model", "./no/such/dir"], "does not exist"),
-    (["--model", "tiny-llama", "--batch-size", "-1"], "--batch-size must be at least 1"),
-    (["--model", "tiny-llama", "--new-tokens", "0"], "--new-tokens must be at least 2"),
-    (["--model", "tiny-llama", "--prompt-len", "600"], "exceeds tiny-llama's 512 positions"),
-    (["--model", "tiny-llama", "--repeats", "0"], "--repeats must be at least 1"),
-    (["--model", "tiny-llama", "--num-beams", "0"], "--num-beams"),
+@pytest.mark.parametrize("raised, code, text", [
+    (UserError("the file is wrong"), 2, "llmbench env: error: the file is wrong"),
+    (KeyboardInterrupt(), 130, "llmbench env: interrupted; records written so far are complete"),
 ])
-def test_bad_input_exits_2_with_one_clear_line(tmp_path, capsys, args, message):
-    out = tmp_path / "out"
-    assert cli.main(["decode", *args, "--out", str(out)]) == 2
+def test_main_turns_mistakes_and_interrupts_into_exit_codes(monkeypatch, capsys, raised, code, text):
+    def run(args):
+        assert args.parser.prog == "llmbench"  # every command sees the whole parser
+        raise raised
+
+    monkeypatch.setattr(cli.COMMANDS["env"], "run", run)
+    assert cli.main(["env"]) == code
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
-    assert err.startswith("llmbench decode: error:")
-    assert not (out / "records.jsonl").exists()
+    assert err.strip() == text and "Traceback" not in err
 
 
 def test_argument_type_errors_exit_2(capsys):
@@ -85,38 +43,6 @@ def test_argument_type_errors_exit_2(capsys):
         cli.main(["decode", "--batch-size", "one"])
     assert exc.value.code == 2
     assert "expected comma-separated integers" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
-def test_cuda_without_gpu(capsys):
-    assert cli.main(["decode", "--device", "cuda"]) == 2
-    assert "no CUDA device is visible" in capsys.readouterr().err
-
-
-def test_unwritable_output(tmp_path, capsys):
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    assert cli.main([*TINY, "--out", str(blocker / "sub")]) == 2
-    assert "cannot create output folder" in capsys.readouterr().err
-
-
-def test_models_lists_presets_in_every_format(capsys):
-    assert cli.main(["models"]) == 0
-    table = capsys.readouterr().out
-    for name in ("gpt2", "opt-1.3b", "llama-3.2-1b", "llama-3.1-8b", "qwen2.5-0.5b", "mistral-7b", "tiny-llama"):
-        assert name in table
-    assert cli.main(["models", "--format", "json"]) == 0
-    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert rows["llama-3.2-1b"]["params"] == 1_235_814_400
-    assert rows["llama-3.2-1b"]["bf16_gb"] == pytest.approx(2.4716, abs=1e-3)
-    assert cli.main(["models", "--format", "csv"]) == 0
-    assert capsys.readouterr().out.startswith("name,family,params")
-
-
-def test_env(capsys):
-    assert cli.main(["env", "--json", "--device", "cpu"]) == 0
-    env = json.loads(capsys.readouterr().out)
-    assert env["device_type"] == "cpu" and env["torch"] == torch.__version__ and "slurm_job_id" in env
 
 
 def test_module_entry_point(tmp_path):
@@ -129,37 +55,3 @@ def test_module_entry_point(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "harness", "decode", "--model", "nope"], capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-
-
-def test_decode_with_our_triton_attention(tmp_path):
-    """On this CPU the kernel runs in Triton's interpreter (tests/conftest.py); on a GPU, compiled."""
-    assert cli.main([*TINY, "--dtype", "fp32", "--attn", "triton", "--out", str(tmp_path)]) == 0
-    (record,) = read_records([tmp_path / "records.jsonl"])
-    assert record["status"] == "ok" and record["attn"] == "triton"
-
-
-def test_triton_attention_without_gpu_or_interpreter_is_refused(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
-    assert cli.main([*TINY, "--device", "cpu", "--attn", "triton", "--out", str(tmp_path / "out")]) == 2
-    assert "need a CUDA GPU" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
-
-
-def test_decode_compares_engines(tmp_path, capsys):
-    assert cli.main([*TINY, "--dtype", "fp32", "--engine", "hf,hf-static,lean", "--out", str(tmp_path)]) == 0
-    recs = read_records([tmp_path / "records.jsonl"])
-    assert [(r["engine"], r["cache"]) for r in recs] == [("hf", "dynamic"), ("hf-static", "static"),
-                                                          ("lean", "static")]
-    assert all(r["status"] == "ok" and r["metrics"]["decode_steps_timed"] == 2 * 4 for r in recs)
-    lines = capsys.readouterr().out.splitlines()
-    assert "engine" in lines[0] and [line.split()[2] for line in lines[2:5]] == ["hf", "hf-static", "lean"]
-
-
-@pytest.mark.parametrize("extra,message", [
-    (["--engine", "vllm"], "unknown engine 'vllm'"),
-    (["--engine", "lean", "--num-beams", "2"], "does not support --num-beams"),
-])
-def test_bad_engine_choices(tmp_path, capsys, extra, message):
-    assert cli.main([*TINY, *extra, "--out", str(tmp_path / "out")]) == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from harness import ceilings, cli, sweep, sweep_tasks
+from harness import cli, sweep, sweep_tasks
 from harness.records import RECORDS_FILE, read_records
 from workloads.errors import UserError
 
@@ -48,10 +48,6 @@ def test_point_command_launches_distributed_points_under_torchrun(tmp_path):
                        "train", "--nproc", "2", "--out", str(tmp_path)]
     single = sweep_tasks.point_command({"argv": ["decode", "--seed", "1"], "nproc": 1}, "/py", tmp_path)
     assert single == ["/py", "-m", "harness", "decode", "--seed", "1", "--out", str(tmp_path)]
-
-
-def test_ceiling_workloads_match():
-    assert sweep_tasks.CEILING_WORKLOADS == ceilings.CEILING_WORKLOADS
 
 
 def test_prepare_reuses_the_same_sweep_and_refuses_another(prepared, parser, tmp_path):

@@ -1,13 +1,11 @@
-"""Step clocks and spread statistics."""
+"""Step clocks and the repeated-call timer."""
 
 import time
 
 import pytest
 import torch
 
-from harness.runner import summarize
-from harness.timing import StepClock, Timeline, spread
-from workloads.decode import DecodePoint
+from harness.timing import StepClock, bench
 
 
 def test_cpu_clock_marks_steps():
@@ -22,21 +20,21 @@ def test_cpu_clock_marks_steps():
     assert timeline.ticks_ms == sorted(timeline.ticks_ms) and timeline.end_ms >= timeline.ticks_ms[-1]
 
 
-def test_spread_percentiles():
-    s = spread(range(1, 12), "x")
-    assert s == {"x_p10": 2.0, "x_p50": 6.0, "x_p90": 10.0}
+def test_on_start_runs_before_each_start():
+    calls = []
+    clock = StepClock(torch.device("cpu"), on_start=lambda: calls.append(len(calls)))
+    for _ in range(2):
+        clock.start()
+        clock.tick()
+        clock.stop()
+    assert calls == [0, 1]
 
 
-def test_summarize_by_hand():
-    # two generations of 4 tokens, batch 2: first token at 10 ms, then steps of 2, 2, 4 ms (and 1, 1, 1)
-    timelines = [Timeline([10.0, 12.0, 14.0, 18.0], 19.0), Timeline([20.0, 21.0, 22.0, 23.0], 23.5)]
-    m = summarize(timelines, DecodePoint(batch_size=2, prompt_len=5, new_tokens=4))
-    assert m["ttft_ms"] == 15.0
-    assert m["decode_ms"] == pytest.approx(5.5)  # median of 8 and 3
-    assert m["tokens_per_s"] == pytest.approx((2 * 3 / 0.008 + 2 * 3 / 0.003) / 2)
-    assert m["tpot_ms_p50"] == pytest.approx(1.5)
-    assert m["e2e_ms"] == pytest.approx(21.25)
-    assert m["decode_steps_timed"] == 6 and m["repeats"] == 2
+def test_bench_on_cpu_times_every_call_after_one_warm_up():
+    calls = []
+    times = bench(lambda: calls.append(time.sleep(0.001)), torch.device("cpu"), reps=5, budget_s=10)
+    assert len(times) == 5 and len(calls) == 6
+    assert all(t >= 1.0 for t in times)
 
 
 @pytest.mark.gpu

@@ -1,8 +1,6 @@
 """The fine-tune workload directly: precision semantics, refusals, and the lean loop's options
 (gradient checkpointing, eager attention, padded rows) on a tiny preset."""
 
-import time
-
 import pytest
 import torch
 
@@ -12,19 +10,6 @@ from workloads.precision import PRECISIONS
 from workloads.presets import resolve_model
 
 CPU = torch.device("cpu")
-
-
-class Marks:
-    """A host clock: start, a tick per step, stop -> the ticks in ms."""
-
-    def start(self):
-        self.t0, self.ticks = time.perf_counter(), []
-
-    def tick(self):
-        self.ticks.append((time.perf_counter() - self.t0) * 1e3)
-
-    def stop(self):
-        return type("Timeline", (), {"ticks_ms": self.ticks})
 
 
 def test_mixed_precision_keeps_fp32_weights():
@@ -47,18 +32,24 @@ def test_refusals(point, options, message):
         check(resolve_model("tiny-llama"), PRECISIONS["fp32"], CPU, point, options)
 
 
-def test_lean_with_checkpointing_eager_attention_and_bf16_autocast():
+def test_lean_with_checkpointing_eager_attention_and_bf16_autocast(clock_class):
     point = FinetunePoint(batch_size=1, seq_len=16, grad_accum=2, steps=3, warmup_steps=1)
     options = TrainOptions(attn="eager", grad_checkpointing=True, lr=3e-3)
     workload = FinetuneWorkload(resolve_model("tiny-llama"), PRECISIONS["bf16"], CPU, point, options)
     workload.setup()
-    reset = []
-    result = workload.run(Marks(), lambda: reset.append(True))
-    assert reset == [True] and len(result.step_ms) == 3 and all(ms > 0 for ms in result.step_ms)
+    starts = []
+
+    class Clock(clock_class):
+        def start(self):
+            starts.append(True)
+            super().start()
+
+    result = workload.run(Clock())
+    assert starts == [True] and len(result.step_ms) == 3 and all(ms > 0 for ms in result.step_ms)
     assert len(result.losses) == 4 and result.losses[-1] < result.losses[0]
     model = workload.model
     assert getattr(model, "is_activation_checkpointing", None) or model.is_gradient_checkpointing
     assert next(workload.model.parameters()).dtype == torch.float32  # master weights stay fp32
-    cost = workload.cost()
+    cost = workload.cost().details
     assert cost["tokens_per_step"] == 1 * 2 * 16 and cost["trainable_params"] == cost["params"]
     assert workload.record_fields()["autocast_dtype"] == "bfloat16"

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from harness.timing import StepClock
 from workloads.decode import GenerationOptions
 from workloads.errors import UserError
 from workloads.lean import LeanEngine, check_options, select
@@ -18,11 +17,11 @@ def prompt(batch, length, seed=0):
 
 @pytest.mark.parametrize("name,attn", [("tiny-llama", "sdpa"), ("tiny-opt", "sdpa"), ("tiny-gpt2", "eager"),
                                        ("tiny-llama", "triton")])
-def test_greedy_tokens_equal_generate(name, attn):
+def test_greedy_tokens_equal_generate(name, attn, clock_class):
     model = build_model(resolve_model(name), torch.float32, DEVICE, attn, seed=3)
     engine = LeanEngine(model)
     ids = prompt(2, 7, seed=len(name))
-    clock = StepClock(DEVICE)
+    clock = clock_class()
     tokens, timeline = engine.generate(ids, 6, clock)
     expected = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, min_new_tokens=6,
                               do_sample=False, eos_token_id=None, pad_token_id=0)[:, 7:]

@@ -1,0 +1,169 @@
+"""``llmbench kernel attention|decode-attention``: our Triton kernels against PyTorch's.
+
+``attention``: our fused attention against PyTorch SDPA's backends and eager.
+Sweeps sequence length, causal or not, head dim, GQA ratio, precision and mode
+(forward, backward, forward+backward); every implementation runs every point, on
+fresh random inputs, timed by ``harness.runner`` (``triton.testing.do_bench`` on
+a GPU: median and p10/p90 of its repetitions). Each point is one record
+(workload ``attention``, ``attn`` = implementation) with time, TFLOP/s and GB/s
+from the cost model, MFU against the measured matmul ceiling and the bound. A
+backend that cannot run a point is recorded as ``skipped`` with PyTorch's
+reason, one that runs out of memory as ``oom``; neither stops the sweep.
+
+Sizes follow FlashAttention's benchmark: ``batch = tokens // seq_len`` and
+``heads = 2048 // head_dim`` unless given, so every point does comparable work.
+
+``decode-attention``: one new token per sequence over a full KV cache, our
+split-K kernel (contiguous and paged) against SDPA and eager, over batch size,
+context length, GQA ratio and precision; the figure of merit is the bandwidth of
+the KV read (GB/s and % of the measured copy bandwidth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from itertools import product
+
+from harness import options
+from workloads.choices import ATTENTION_IMPLS, ATTENTION_MODES, DECODE_ATTENTION_IMPLS, PRECISIONS, SDPA_BACKENDS
+from workloads.errors import UserError
+
+DEFAULT_SEQ = {"cuda": [512, 1024, 2048, 4096, 8192, 16384], "cpu": [128, 256, 512]}
+DEFAULT_CONTEXT = {"cuda": [1024, 4096, 16384, 32768], "cpu": [256, 1024]}
+CAUSAL = {"both": (True, False), "yes": (True,), "no": (False,)}
+
+
+def _csv(values: list[int]) -> str:
+    return ",".join(map(str, values))
+
+
+def add_parser(sub) -> None:
+    k = sub.add_parser("kernel", help="kernel microbenchmarks: our Triton kernels against PyTorch's",
+                       description="Benchmark one kernel family across implementations; records go to OUT.")
+    ksub = k.add_subparsers(dest="kernel", required=True, metavar="KERNEL")
+    a = ksub.add_parser(
+        "attention", help="fused attention: triton (ours) vs SDPA backends vs eager, forward and backward",
+        description="Time fused attention over a sweep of sequence lengths, causal/non-causal, head dims, GQA "
+                    "ratios, precisions and modes. Every implementation runs every point; unavailable ones are "
+                    "recorded as skipped. Records are appended to OUT/records.jsonl.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    a.add_argument("--impl", default="triton,sdpa,eager",
+                   help=f"implementations: {', '.join(ATTENTION_IMPLS)}; sdpa = every SDPA backend")
+    a.add_argument("--dtype", default="bf16", help="precisions: bf16, fp16, fp32, tf32")
+    a.add_argument("--seq-len", type=options.int_list, default=None, metavar=options.INT_LIST,
+                   help=f"sequence lengths (queries = keys); default {_csv(DEFAULT_SEQ['cuda'])} on GPU, "
+                        f"{_csv(DEFAULT_SEQ['cpu'])} on CPU")
+    a.add_argument("--head-dim", type=options.int_list, default=[64, 128], metavar=options.INT_LIST,
+                   help="head dims")
+    a.add_argument("--causal", choices=tuple(CAUSAL), default="both", help="causal masking")
+    a.add_argument("--gqa", type=options.int_list, default=[1], metavar="R[,R...]",
+                   help="query heads per KV head (1 = multi-head attention)")
+    a.add_argument("--mode", default="fwd,fwd+bwd", help=f"what is timed: {', '.join(ATTENTION_MODES)}")
+    a.add_argument("--tokens", type=options.positive_int, default=16384, help="batch = tokens // seq_len (at least 1)")
+    a.add_argument("--batch-size", type=options.positive_int, default=None, help="fixed batch size instead of --tokens")
+    a.add_argument("--heads", type=options.positive_int, default=None, help="query heads (default 2048 // head_dim)")
+    _add_common(a)
+
+    d = ksub.add_parser(
+        "decode-attention", help="decode attention over a KV cache: triton (ours, contiguous and paged) vs SDPA "
+                                 "vs eager",
+        description="Time one new token per sequence attending to a full KV cache, over batch sizes, context "
+                    "lengths, GQA ratios and precisions. Reports the KV-read bandwidth against the measured copy "
+                    "bandwidth. Records are appended to OUT/records.jsonl.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d.add_argument("--impl", default=",".join(DECODE_ATTENTION_IMPLS),
+                   help=f"implementations: {', '.join(DECODE_ATTENTION_IMPLS)}")
+    d.add_argument("--dtype", default="bf16", help="precisions: bf16, fp16, fp32")
+    d.add_argument("--batch-size", type=options.int_list, default=[1, 8, 32, 64], metavar=options.INT_LIST,
+                   help="sequences")
+    d.add_argument("--context", type=options.int_list, default=None, metavar=options.INT_LIST,
+                   help=f"cached tokens per sequence; default {_csv(DEFAULT_CONTEXT['cuda'])} on GPU, "
+                        f"{_csv(DEFAULT_CONTEXT['cpu'])} on CPU")
+    d.add_argument("--heads", type=options.positive_int, default=32, help="query heads (Llama-3.1-8B: 32)")
+    d.add_argument("--gqa", type=options.int_list, default=[4], metavar="R[,R...]",
+                   help="query heads per KV head (Llama-3.1-8B: 4)")
+    d.add_argument("--head-dim", type=options.int_list, default=[128], metavar=options.INT_LIST, help="head dims")
+    _add_common(d)
+
+
+def _add_common(p) -> None:
+    options.add_device(p)
+    options.add_seed(p, "inputs")
+    options.add_out(p)
+    options.add_progress(p)
+    options.add_ceilings(p)
+
+
+def _precisions(text: str, device) -> list:
+    from workloads.precision import check_supported, parse_precision
+
+    precisions = [parse_precision(n) for n in options.names(text, PRECISIONS, "dtype")]
+    for precision in precisions:
+        check_supported(precision, device)
+    return precisions
+
+
+def decode_points(args, device) -> list:
+    """Every (precision, point) of a decode-attention sweep, implementations innermost."""
+    from workloads.kernelbench import DecodeAttentionPoint, check_point
+
+    impls = options.names(args.impl, DECODE_ATTENTION_IMPLS, "impl")
+    contexts = args.context or DEFAULT_CONTEXT["cuda" if device.type == "cuda" else "cpu"]
+    out = []
+    for precision, head_dim, gqa, batch, context, impl in product(
+            _precisions(args.dtype, device), args.head_dim, args.gqa, args.batch_size, contexts, impls):
+        if args.heads % gqa:
+            raise UserError(f"--gqa {gqa} does not divide {args.heads} query heads")
+        point = DecodeAttentionPoint(impl, batch, args.heads, args.heads // gqa, context, head_dim)
+        check_point(point)
+        out.append((precision, point))
+    return out
+
+
+def attention_points(args, device) -> list:
+    """Every (precision, point) of the sweep, implementations innermost so comparisons sit together."""
+    from workloads.kernelbench import AttentionPoint, check_point
+
+    impls = options.names(args.impl, ATTENTION_IMPLS, "impl", {"sdpa": list(SDPA_BACKENDS)})
+    modes = options.names(args.mode, ATTENTION_MODES, "mode")
+    precisions = _precisions(args.dtype, device)
+    seq_lens = args.seq_len or DEFAULT_SEQ["cuda" if device.type == "cuda" else "cpu"]
+    out = []
+    for precision, head_dim, causal, gqa, seq, mode, impl in product(
+            precisions, args.head_dim, CAUSAL[args.causal], args.gqa, seq_lens, modes, impls):
+        heads = args.heads or max(1, 2048 // head_dim)
+        if heads % gqa:
+            raise UserError(f"--gqa {gqa} does not divide {heads} query heads")
+        batch = args.batch_size or max(1, args.tokens // seq)
+        point = AttentionPoint(impl, batch, heads, heads // gqa, seq, head_dim, causal, mode)
+        check_point(point)
+        out.append((precision, point))
+    return out
+
+
+def run(args) -> int:
+    from harness import ceilings, runner, views
+    from harness.envinfo import capture, device_name
+    from harness.records import RECORDS_FILE, new_run_id
+    from workloads.kernelbench import KernelWorkload
+    from workloads.precision import resolve_device
+
+    device = resolve_device(args.device)
+    decode = args.kernel == "decode-attention"
+    sweep = decode_points(args, device) if decode else attention_points(args, device)
+    options.check_writable(args.out)
+    print(f"llmbench kernel {args.kernel}: {len(sweep)} point(s) on {device} ({device_name(device)})",
+          file=sys.stderr)
+    run_id, env = new_run_id(), capture(device)
+    precisions = list(dict.fromkeys(p for p, _ in sweep))
+    known = ceilings.stored_or_measured(args.out, device, precisions, run_id, env) if args.ceilings else None
+    workloads = [KernelWorkload(args.kernel, precision, device, [pt for p, pt in sweep if p == precision], args.seed)
+                 for precision in precisions]
+    records = runner.run(workloads, run_id, env, out=args.out, ceilings=known, progress=args.progress,
+                         desc=args.kernel)
+    print(views.decode_attention_table(records) if decode else views.attention_table(records))
+    print(f"\nrecords: {args.out / RECORDS_FILE}")
+    return 1 if any(r["status"] == "failed" for r in records) else 0

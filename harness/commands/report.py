@@ -1,0 +1,28 @@
+"""``llmbench report``: the roofline report (Markdown, HTML, plots) from the records of one or more runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness import options
+
+
+def add_parser(sub) -> None:
+    rp = sub.add_parser(
+        "report", help="roofline report (Markdown, HTML, PNG/SVG plots) from records",
+        description="Read every record under the given folders (several machines and runs may be mixed), group "
+                    "by device and precision, and write report.md, a self-contained report.html and plots.",
+    )
+    rp.add_argument("inputs", nargs="+", type=Path, metavar="RESULTS_DIR", help="folders or records files")
+    rp.add_argument("--out", type=options.folder, default=None, help="report folder (default: FIRST_INPUT/report)")
+
+
+def run(args) -> int:
+    from harness.report import build
+
+    first = args.inputs[0]
+    out = args.out or ((first if first.is_dir() else first.parent) / "report")
+    options.check_writable(out)
+    md, html = build(args.inputs, out)
+    print(f"report: {html}\n        {md}")
+    return 0

@@ -1,0 +1,117 @@
+"""Shared command-line pieces: argument types, the options many subcommands share, and checks.
+
+Every subcommand module (``harness.commands``) builds its parser from these, so
+an option means the same thing and says the same in ``--help`` everywhere, and
+a value is rejected the same way: at parse time (exit 2, usage line) for a
+malformed value, as a ``UserError`` (exit 2, one line) for a value that only the
+run can judge. Nothing here imports torch, so ``llmbench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from workloads.errors import UserError
+
+DEFAULT_OUT = Path("results/runs")
+INT_LIST = "N[,N...]"
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1 (sizes, counts of timed work)."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer of at least 0 (warm-up counts, indices)."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    """Comma-separated integers, each at least 1: ``1,8,32``."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    small = [v for v in values if v < 1]
+    if small:
+        raise argparse.ArgumentTypeError(f"every value must be at least 1, got {small[0]}")
+    return values
+
+
+def names(text: str, allowed, what: str, aliases: dict | None = None) -> list[str]:
+    """A comma-separated list of names from ``allowed``, in order, duplicates dropped; an alias
+    stands for several names (``sdpa`` for every SDPA backend)."""
+    out = []
+    for name in (n.strip() for n in text.split(",")):
+        if not name:
+            continue
+        for item in (aliases or {}).get(name, [name]):
+            if item not in allowed:
+                raise UserError(f"unknown {what} {item!r}; choose from {', '.join(allowed)}")
+            if item not in out:
+                out.append(item)
+    if not out:
+        raise UserError(f"--{what} needs at least one value")
+    return out
+
+
+def add_device(parser, extra: str = "") -> None:
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N" + extra)
+
+
+def add_model(parser, defaults: dict[str, str]) -> None:
+    parser.add_argument("--model", default="auto",
+                        help="preset name (see `llmbench models`) or local model directory; "
+                             f"auto = {defaults['cuda']} on GPU, {defaults['cpu']} on CPU")
+
+
+def folder(text: str) -> Path:
+    """A folder path; an empty one is refused (``Path("")`` would quietly mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder path, got an empty string")
+    return Path(text)
+
+
+def add_out(parser) -> None:
+    parser.add_argument("--out", type=folder, default=DEFAULT_OUT, help="folder for records.jsonl")
+
+
+def add_seed(parser, what: str = "weights and prompts") -> None:
+    parser.add_argument("--seed", type=int, default=0, help=f"seed for the {what}")
+
+
+def add_progress(parser) -> None:
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+
+
+def add_ceilings(parser, when: str = "first", lacks: str = "MBU, MFU and bound") -> None:
+    parser.add_argument("--no-ceilings", dest="ceilings", action="store_false",
+                        help=f"do not measure missing ceilings {when} (records then lack {lacks})")
+
+
+def check_writable(out: Path) -> None:
+    """Create ``out`` (and its parents) or say why not, before any work starts."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output folder {out}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise UserError(f"output folder {out} is not writable")

@@ -1,0 +1,350 @@
+"""Records -> table rows and columns, per workload: the one place a record becomes something to read.
+
+The terminal tables the commands print, the report's tables and the one-line
+notes printed as each record completes all come from here, so a column means the
+same thing and has the same header wherever it appears. Columns are
+``(key, header, format spec)`` for ``harness.tables``; a missing value prints as
+'-'. Nothing here measures or divides time by cost (``harness.roofline`` does).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from harness.tables import render
+from workloads.choices import ATTENTION_IMPLS, ATTENTION_MODES, PRECISIONS
+
+
+def _pct(value):
+    return None if value is None else 100 * value
+
+
+def _precision_order(dtype: str) -> int:
+    return PRECISIONS.index(dtype) if dtype in PRECISIONS else len(PRECISIONS)
+
+
+def _status(r: dict) -> str:
+    return r["status"] if r["status"] == "ok" else f"{r['status']}: {(r['error'] or '')[:60]}"
+
+
+def _skipped_notes(records: list[dict]) -> list[str]:
+    """One line per (implementation, reason) skipped, with the number of points."""
+    counts: dict[tuple[str, str], int] = {}
+    for r in records:
+        if r["status"] == "skipped":
+            key = (r["attn"], r["error"] or "")
+            counts[key] = counts.get(key, 0) + 1
+    return [f"skipped {impl} at {n} point(s): {reason}" for (impl, reason), n in counts.items()]
+
+
+# ---------------------------------------------------------------- decode
+
+
+def decode_note(r: dict) -> str:
+    """The line printed as a decode point completes."""
+    where = f"{r['dtype']} {r['engine']} b={r['batch_size']} p={r['prompt_len']} n={r['new_tokens']}"
+    if r["status"] != "ok":
+        return f"{where}: {r['status']}: {r['error']}"
+    m = r["metrics"]
+    return (f"{where}: {m['tokens_per_s']:.1f} tok/s, TTFT {m['ttft_ms']:.1f} ms, "
+            f"{r['derived']['achieved_gbps']:.1f} GB/s")
+
+
+def decode_table(records: list[dict]) -> str:
+    """One row per record, grouped by point; speedup is tokens/s against the first precision (and
+    engine) that completed at the same point."""
+    keys = [(r["model"], r["batch_size"], r["prompt_len"], r["new_tokens"]) for r in records]
+    baseline: dict[tuple, float] = {}
+    for key, r in zip(keys, records):
+        if r["metrics"].get("tokens_per_s") is not None:
+            baseline.setdefault(key, r["metrics"]["tokens_per_s"])
+    point_order = list(dict.fromkeys(keys))
+    rows = []
+    for key, r in sorted(zip(keys, records), key=lambda pair: point_order.index(pair[0])):
+        m, d, c = r["metrics"], r["derived"], r["cost"]
+        rate = m.get("tokens_per_s")
+        rows.append({
+            "model": r["model"], "dtype": r["dtype"], "engine": r.get("engine"), "batch": r["batch_size"],
+            "prompt": r["prompt_len"],
+            "new": r["new_tokens"], "status": r["status"], "tok_s": rate, "ttft": m.get("ttft_ms"),
+            "tpot50": m.get("tpot_ms_p50"), "tpot90": m.get("tpot_ms_p90"), "gbps": d.get("achieved_gbps"),
+            "speedup": rate / baseline[key] if rate is not None else None,
+            "mem": m["peak_mem_bytes"] / 1e9 if "peak_mem_bytes" in m else None,
+            "mb_step": c["bytes_per_step"] / 1e6 if "bytes_per_step" in c else None,
+            "mbu": _pct(d.get("mbu")), "bound": d.get("bound"),
+        })
+    engine = [("engine", "engine", "")] if len({r.get("engine") for r in records}) > 1 else []
+    return render(rows, [
+        ("model", "model", ""), ("dtype", "dtype", ""), *engine, ("batch", "batch", "d"), ("prompt", "prompt", "d"),
+        ("new", "new", "d"), ("tok_s", "tok/s", ".2f"), ("speedup", "speedup", ".2f"),
+        ("ttft", "TTFT ms", ".1f"), ("tpot50", "TPOT p50 ms", ".2f"), ("tpot90", "TPOT p90 ms", ".2f"),
+        ("mb_step", "MB/step", ".1f"), ("gbps", "GB/s", ".2f"), ("mbu", "% peak BW", ".1f"),
+        ("bound", "bound", ""), ("mem", "peak mem GB", ".2f"), ("status", "status", ""),
+    ])
+
+
+DECODE_COLUMNS = [
+    ("model", "model", ""), ("batch_size", "batch", "d"), ("prompt_len", "prompt", "d"), ("new_tokens", "new", "d"),
+    ("tokens_per_s", "tok/s", ".2f"), ("ttft_ms", "TTFT ms", ".1f"), ("tpot_ms", "TPOT p50 ms", ".2f"),
+    ("gbps", "GB/s", ".1f"), ("pct_bw", "% meas. BW", ".1f"), ("pct_bw_spec", "% spec BW", ".1f"),
+    ("tflops", "TFLOP/s", ".3f"), ("mfu", "MFU %", ".2f"), ("bound", "bound", ""),
+    ("prefill_mfu", "prefill MFU %", ".1f"), ("prefill_bound", "prefill bound", ""),
+]
+
+
+def decode_row(r: dict) -> dict:
+    """A report row of one completed decode record."""
+    m, d = r["metrics"], r["derived"]
+    return {
+        "model": r["model"], "batch_size": r["batch_size"], "prompt_len": r["prompt_len"],
+        "new_tokens": r["new_tokens"], "tokens_per_s": m["tokens_per_s"], "ttft_ms": m["ttft_ms"],
+        "tpot_ms": m["tpot_ms_p50"], "gbps": d["achieved_gbps"], "pct_bw": _pct(d.get("mbu")),
+        "pct_bw_spec": _pct(d.get("mbu_spec")), "tflops": d["achieved_tflops"], "mfu": _pct(d.get("mfu")),
+        "bound": d.get("bound"), "prefill_mfu": _pct(d.get("prefill_mfu")), "prefill_bound": d.get("prefill_bound"),
+    }
+
+
+def decode_label(r: dict) -> str:
+    return f"{r['model']} b{r['batch_size']} p{r['prompt_len']} n{r['new_tokens']}"
+
+
+def bf16_vs_fp32(records: list[dict]) -> str:
+    """One sentence per decode point where both bf16 and fp32 ran."""
+    by_point = defaultdict(dict)
+    for r in records:
+        by_point[decode_label(r)][r["dtype"]] = r
+    lines = []
+    for label, g in by_point.items():
+        if "fp32" in g and "bf16" in g:
+            f, b = g["fp32"], g["bf16"]
+            speed = b["metrics"]["tokens_per_s"] / f["metrics"]["tokens_per_s"]
+            ratio = f["cost"]["bytes_per_step"] / b["cost"]["bytes_per_step"]
+            lines.append(
+                f"{label}: bf16 decodes {speed:.2f}x as fast as fp32. Each step moves {ratio:.2f}x fewer bytes "
+                f"({b['cost']['bytes_per_step'] / 1e6:.1f} vs {f['cost']['bytes_per_step'] / 1e6:.1f} MB: weights "
+                f"and KV cache halve), at {b['derived']['achieved_gbps']:.1f} vs {f['derived']['achieved_gbps']:.1f}"
+                " GB/s achieved."
+            )
+    return "\n".join(f"- {line}" for line in lines)
+
+
+# ---------------------------------------------------------------- fine-tune
+
+
+FINETUNE_COLUMNS = [
+    ("model", "model", ""), ("trainer", "trainer", ""), ("dtype", "dtype", ""), ("batch", "batch", "d"),
+    ("seq", "seq", "d"), ("accum", "accum", "d"), ("world", "world", "d"), ("tok_s", "tok/s", ".1f"),
+    ("samples_s", "samples/s", ".2f"), ("p50", "step p50 ms", ".1f"), ("p90", "step p90 ms", ".1f"),
+    ("tflops", "TFLOP/s", ".4g"), ("mfu", "MFU %", ".1f"), ("mem", "peak mem GB", ".2f"),
+    ("loss", "loss start -> end", ""), ("status", "status", ""),
+]
+FINETUNE_REPORT_COLUMNS = [c for c in FINETUNE_COLUMNS if c[0] not in ("p90", "status")]
+FINETUNE_NOTE = ("Tokens/s counts every rank's tokens per optimizer step over the median step time. MFU: the cost "
+                 "model's FLOPs (forward + backward, attention included, no recomputation) over the measured matmul "
+                 "rate of the precision, times the GPUs of the run. bf16/fp16 are mixed precision over fp32 weights.")
+
+
+def finetune_rows(records: list[dict]) -> list[dict]:
+    rows = []
+    for r in records:
+        m, d = r["metrics"], r["derived"]
+        loss = f"{m['loss_start']:.3f} -> {m['loss_end']:.3f}" if m.get("loss_start") is not None else None
+        rows.append({
+            "model": r["model"], "trainer": r.get("trainer"), "dtype": r["dtype"], "batch": r.get("batch_size"),
+            "seq": r.get("seq_len"), "accum": r.get("grad_accum"), "world": r.get("world_size"),
+            "tok_s": m.get("tokens_per_s"), "samples_s": m.get("samples_per_s"), "p50": m.get("step_ms_p50"),
+            "p90": m.get("step_ms_p90"), "tflops": d.get("achieved_tflops"), "mfu": _pct(d.get("mfu")),
+            "mem": m["peak_mem_bytes"] / 1e9 if "peak_mem_bytes" in m else None, "loss": loss, "status": r["status"],
+        })
+    return rows
+
+
+def finetune_table(records: list[dict]) -> str:
+    return render(finetune_rows(records), FINETUNE_COLUMNS)
+
+
+def finetune_report_rows(records: list[dict]) -> list[dict]:
+    keyed = sorted(records, key=lambda r: (r["model"], r.get("trainer") or "", _precision_order(r["dtype"]),
+                                           r.get("batch_size") or 0, r.get("seq_len") or 0))
+    return finetune_rows(keyed)
+
+
+# ---------------------------------------------------------------- kernels
+
+
+def attention_table(records: list[dict]) -> str:
+    """One row per record that ran; speedup is SDPA-flash's time over this implementation's at the same
+    point. Skipped implementations are summarised below the table, once per reason."""
+    def key(r):
+        return (r["dtype"], r["mode"], r["causal"], r["head_dim"], r["kv_heads"], r["seq_len"], r["batch_size"])
+
+    flash = {key(r): r["metrics"]["time_ms"] for r in records if r["attn"] == "sdpa-flash" and r["status"] == "ok"}
+    rows = []
+    for r in records:
+        if r["status"] == "skipped":
+            continue
+        m, d = r["metrics"], r["derived"]
+        ms = m.get("time_ms")
+        base = flash.get(key(r))
+        rows.append({
+            "impl": r["attn"], "dtype": r["dtype"], "mode": r["mode"], "causal": "yes" if r["causal"] else "no",
+            "head_dim": r["head_dim"], "heads": f"{r['heads']}/{r['kv_heads']}", "seq": r["seq_len"],
+            "batch": r["batch_size"], "ms": ms, "tflops": d.get("achieved_tflops"),
+            "vs_flash": base / ms if base and ms else None, "mfu": _pct(d.get("mfu")), "status": _status(r),
+        })
+    table = render(rows, [
+        ("impl", "impl", ""), ("dtype", "dtype", ""), ("mode", "mode", ""), ("causal", "causal", ""),
+        ("head_dim", "head dim", "d"), ("heads", "heads/kv", ""), ("seq", "seq", "d"), ("batch", "batch", "d"),
+        ("ms", "median ms", ".3f"), ("tflops", "TFLOP/s", ".4g"), ("vs_flash", "x sdpa-flash", ".2f"),
+        ("mfu", "% matmul peak", ".1f"), ("status", "status", ""),
+    ])
+    return "\n".join([table, *_skipped_notes(records)])
+
+
+def decode_attention_table(records: list[dict]) -> str:
+    """One row per record that ran: KV-read bandwidth, % of measured copy bandwidth, speed over SDPA."""
+    def key(r):
+        return (r["dtype"], r["head_dim"], r["kv_heads"], r["batch_size"], r["context"])
+
+    sdpa = {key(r): r["metrics"]["time_ms"] for r in records if r["attn"] == "sdpa" and r["status"] == "ok"}
+    rows = []
+    for r in records:
+        if r["status"] == "skipped":
+            continue
+        m, d = r["metrics"], r["derived"]
+        ms, base = m.get("time_ms"), sdpa.get(key(r))
+        rows.append({
+            "impl": r["attn"], "dtype": r["dtype"], "batch": r["batch_size"], "context": r["context"],
+            "heads": f"{r['heads']}/{r['kv_heads']}", "head_dim": r["head_dim"],
+            "us": ms * 1e3 if ms else None, "gbps": d.get("achieved_gbps"),
+            "mbu": _pct(d.get("mbu")), "vs_sdpa": base / ms if base and ms else None, "status": _status(r),
+        })
+    table = render(rows, [
+        ("impl", "impl", ""), ("dtype", "dtype", ""), ("batch", "batch", "d"), ("context", "context", "d"),
+        ("heads", "heads/kv", ""), ("head_dim", "head dim", "d"), ("us", "median us", ".1f"),
+        ("gbps", "GB/s", ".1f"), ("mbu", "% peak BW", ".1f"), ("vs_sdpa", "x sdpa", ".2f"), ("status", "status", ""),
+    ])
+    return "\n".join([table, *_skipped_notes(records)])
+
+
+def attention_report_blocks(records: list[dict]) -> list[tuple]:
+    """Report blocks: per precision and mode, TFLOP/s of each implementation side by side per point,
+    and ours over SDPA's flash backend."""
+    blocks = []
+    for dtype, mode in sorted({(r["dtype"], r["mode"]) for r in records},
+                              key=lambda k: (_precision_order(k[0]), ATTENTION_MODES.index(k[1]))):
+        group = [r for r in records if (r["dtype"], r["mode"]) == (dtype, mode)]
+        impls = [i for i in ATTENTION_IMPLS if any(r["attn"] == i for r in group)]
+        rows = {}
+        for r in sorted(group, key=lambda r: (not r["causal"], r["head_dim"], r["kv_heads"], r["seq_len"])):
+            key = (r["causal"], r["head_dim"], r["heads"], r["kv_heads"], r["seq_len"], r["batch_size"])
+            row = rows.setdefault(key, {"causal": "yes" if r["causal"] else "no", "head_dim": r["head_dim"],
+                                        "heads": f"{r['heads']}/{r['kv_heads']}", "seq_len": r["seq_len"],
+                                        "batch_size": r["batch_size"]})
+            row[r["attn"]] = r["derived"]["achieved_tflops"]
+            row[f"{r['attn']}_ms"] = r["metrics"]["time_ms"]
+        for row in rows.values():
+            if "triton_ms" in row and "sdpa-flash_ms" in row:
+                row["ratio"] = row["sdpa-flash_ms"] / row["triton_ms"]
+        columns = [("causal", "causal", ""), ("head_dim", "head dim", "d"), ("heads", "heads/kv", ""),
+                   ("seq_len", "seq", "d"), ("batch_size", "batch", "d")]
+        columns += [(impl, f"{impl} TFLOP/s", ".4g") for impl in impls]
+        if "triton" in impls and "sdpa-flash" in impls:
+            columns.append(("ratio", "triton speed / sdpa-flash", ".2f"))
+        blocks += [("h3", f"Attention, {dtype}, {mode}"), ("table", list(rows.values()), columns)]
+    return blocks
+
+
+# ---------------------------------------------------------------- ceilings
+
+
+def ceiling_note(r: dict) -> str:
+    """The line printed as a ceiling is measured."""
+    if r["status"] != "ok":
+        return f"peak: {r['workload']} {r['dtype']}: {r['status']}: {r['error']}"
+    d = r["derived"]
+    if r["workload"] == "matmul":
+        return f"peak: matmul {r['dtype']} {d['achieved_tflops']:.2f} TFLOP/s"
+    return f"peak: {r['workload']} {d['achieved_gbps']:.1f} GB/s"
+
+
+def peak_table(records: list[dict], spec) -> str:
+    """``llmbench peak``'s table: each measured ceiling against the datasheet (``spec``, may be None)."""
+    rows = []
+    for r in records:
+        if r["status"] != "ok":
+            rows.append({"what": r["workload"], "dtype": r["dtype"], "unit": r["status"]})
+            continue
+        bandwidth = r["workload"] != "matmul"
+        value = r["derived"]["achieved_gbps" if bandwidth else "achieved_tflops"]
+        peak = (spec.mem_gbps if bandwidth else spec.tflops.get(r["dtype"])) if spec else None
+        rows.append({"what": r["workload"], "dtype": r["dtype"], "value": value,
+                     "unit": "GB/s" if bandwidth else "TFLOP/s", "spec": peak,
+                     "pct": 100 * value / peak if peak else None, "ms": r["metrics"]["time_ms"]})
+    return render(rows, [("what", "benchmark", ""), ("dtype", "dtype", ""), ("value", "measured", ".4g"),
+                         ("unit", "unit", ""), ("spec", "spec", ".1f"), ("pct", "% of spec", ".1f"),
+                         ("ms", "median ms", ".3f")])
+
+
+CEILING_COLUMNS = [("what", "ceiling", ""), ("measured", "measured", ".4g"), ("spec", "spec", ".1f"),
+                   ("pct", "% of spec", ".1f")]
+
+
+def ceiling_rows(c) -> list[dict]:
+    """A device's ceilings (``harness.ceilings.Ceilings``) against its datasheet."""
+    spec = c.spec
+    rows = [{"what": "copy bandwidth (GB/s)", "measured": c.copy_gbps, "spec": spec.mem_gbps if spec else None},
+            {"what": "triad bandwidth (GB/s)", "measured": c.triad_gbps, "spec": spec.mem_gbps if spec else None}]
+    for dtype in sorted(c.matmul_tflops, key=_precision_order):
+        rows.append({"what": f"{dtype} matmul (TFLOP/s)", "measured": c.matmul_tflops[dtype],
+                     "spec": spec.tflops.get(dtype) if spec else None})
+    for row in rows:
+        row["pct"] = 100 * row["measured"] / row["spec"] if row["measured"] and row["spec"] else None
+    return rows
+
+
+# ---------------------------------------------------------------- pytest-benchmark
+
+
+PYTEST_BENCHMARK_COLUMNS = [
+    ("name", "benchmark", ""), ("group", "group", ""), ("median_ms", "median ms", ".4g"), ("iqr_ms", "IQR ms", ".3g"),
+    ("mean_ms", "mean ms", ".4g"), ("stddev_ms", "stddev ms", ".3g"), ("rounds", "rounds", "d"),
+    ("gbps", "GB/s", ".4g"), ("tflops", "TFLOP/s", ".4g"),
+]
+
+
+def pytest_benchmark_rows(records: list[dict]) -> list[dict]:
+    return [{"name": r["name"], "group": r.get("group"), **r["metrics"], "gbps": r["derived"].get("achieved_gbps"),
+             "tflops": r["derived"].get("achieved_tflops")} for r in records]
+
+
+def pytest_benchmark_table(records: list[dict]) -> str:
+    return render(pytest_benchmark_rows(records), PYTEST_BENCHMARK_COLUMNS)
+
+
+def pytest_benchmark_report_blocks(records: list[dict]) -> list[tuple]:
+    """The report's section for one device's pytest-benchmark records (empty when there are none)."""
+    if not records:
+        return []
+    rows = sorted(pytest_benchmark_rows(records), key=lambda r: (r["group"] or "", r["name"]))
+    return [("h3", "pytest-benchmark"), ("table", rows, PYTEST_BENCHMARK_COLUMNS)]
+
+
+# ---------------------------------------------------------------- failures
+
+
+NOT_COMPLETED_COLUMNS = [*((k, k, "") for k in ("workload", "attn", "model", "dtype", "status", "error")),
+                         ("points", "points", "d")]
+
+
+def not_completed_rows(failed: list[dict]) -> list[dict]:
+    """One row per distinct (workload, implementation, model, dtype, status, reason), with a count:
+    a backend skipped at every point of a sweep is one line, not hundreds."""
+    counts: dict[tuple, int] = {}
+    for r in failed:
+        reason = (r.get("error") or "").strip().splitlines()
+        key = (r.get("workload"), r.get("attn"), r.get("model"), r.get("dtype"), r["status"],
+               reason[-1][:120] if reason else "")
+        counts[key] = counts.get(key, 0) + 1
+    fields = ("workload", "attn", "model", "dtype", "status", "error")
+    return [{**dict(zip(fields, key)), "points": n} for key, n in counts.items()]

@@ -1,0 +1,34 @@
+"""``llmbench report``: where the report goes by default, and clear errors for bad input."""
+
+import pytest
+
+from harness import cli
+from harness.records import RECORDS_FILE, append_record, make_record
+
+
+def test_report_goes_next_to_the_first_input_by_default(tmp_path, capsys):
+    run = tmp_path / "run"
+    append_record(run / RECORDS_FILE, make_record(run_id="p", point={"workload": "copy", "dtype": "fp32"},
+                                                  derived={"achieved_gbps": 10.0}, env={"device_name": "cpu"}))
+    assert cli.main(["report", str(run)]) == 0
+    assert (run / "report" / "report.html").exists() and (run / "report" / "report.md").exists()
+    assert str(run / "report" / "report.html") in capsys.readouterr().out
+
+
+def test_report_without_records_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["report", str(tmp_path / "empty")]) == 2
+    assert "no records found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["{missing}"], "no records at"),
+    (["{run}", "--out", ""], "argument --out: expected a folder path"),
+])
+def test_bad_input_exits_2(tmp_path, capsys, argv, message):
+    paths = {"missing": tmp_path / "nope", "run": tmp_path}
+    try:
+        code = cli.main(["report", *[a.format(**paths) for a in argv]])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2 and message in capsys.readouterr().err

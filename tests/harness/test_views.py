@@ -1,0 +1,85 @@
+"""Records -> rows: speedups against the right baseline, percentages, skipped backends summarised once,
+notes per record, and the ceilings against spec."""
+
+import pytest
+
+from harness import views
+from harness.ceilings import Ceilings, spec_for
+from harness.records import make_record
+
+
+def decode(dtype, engine, rate, batch=1, status="ok"):
+    point = {"workload": "decode", "model": "m", "dtype": dtype, "engine": engine, "batch_size": batch,
+             "prompt_len": 8, "new_tokens": 4}
+    if status != "ok":
+        return make_record(run_id="r", point=point, status=status, error="CUDA out of memory")
+    return make_record(run_id="r", point=point,
+                       metrics={"tokens_per_s": rate, "ttft_ms": 2.0, "tpot_ms_p50": 1.0, "tpot_ms_p90": 1.5,
+                                "peak_mem_bytes": 2e9},
+                       cost={"bytes_per_step": 5e6}, derived={"achieved_gbps": 3.0, "mbu": 0.25, "bound": "memory"})
+
+
+def test_decode_table_speedup_is_against_the_first_at_each_point():
+    records = [decode("bf16", "hf", 100.0), decode("fp32", "hf", 50.0), decode("bf16", "hf", 30.0, batch=2),
+               decode("fp32", "hf", 60.0, batch=2), decode("fp32", "hf", None, batch=4, status="oom")]
+    lines = views.decode_table(records).splitlines()
+    assert "speedup" in lines[0] and "engine" not in lines[0]  # one engine: no engine column
+    speedups = [line.split()[6] for line in lines[2:6]]
+    assert speedups == ["1.00", "0.50", "1.00", "2.00"]
+    assert "25.0" in lines[2] and "5.0" in lines[2] and "2.00" in lines[2]  # % peak BW, MB/step, GB
+    assert lines[6].split()[-1] == "oom" and "-" in lines[6].split()
+
+
+def test_decode_table_shows_the_engine_only_when_it_varies():
+    table = views.decode_table([decode("bf16", "hf", 10.0), decode("bf16", "lean", 20.0)])
+    assert "engine" in table.splitlines()[0] and "lean" in table
+
+
+def test_decode_note():
+    assert views.decode_note(decode("bf16", "lean", 12.34)) == "bf16 lean b=1 p=8 n=4: 12.3 tok/s, TTFT 2.0 ms, " \
+                                                                  "3.0 GB/s"
+    assert views.decode_note(decode("bf16", "hf", 0, status="oom")).endswith("oom: CUDA out of memory")
+
+
+def test_bf16_vs_fp32_sentence():
+    bf16, fp32 = decode("bf16", "hf", 100.0), decode("fp32", "hf", 50.0)
+    fp32["cost"]["bytes_per_step"] = 10e6
+    text = views.bf16_vs_fp32([bf16, fp32])
+    assert text.startswith("- m b1 p8 n4: bf16 decodes 2.00x as fast as fp32") and "2.00x fewer bytes" in text
+
+
+def attention(impl, ms, status="ok"):
+    point = {"workload": "attention", "attn": impl, "dtype": "bf16", "mode": "fwd", "causal": True, "head_dim": 64,
+             "heads": 8, "kv_heads": 8, "seq_len": 128, "batch_size": 2}
+    if status == "skipped":
+        return make_record(run_id="a", point=point, status="skipped", error="needs a GPU")
+    return make_record(run_id="a", point=point, metrics={"time_ms": ms}, derived={"achieved_tflops": 1.0})
+
+
+def test_attention_table_speed_against_flash_and_skipped_once():
+    records = [attention("sdpa-flash", 2.0), attention("triton", 1.0), attention("eager", 8.0),
+               attention("sdpa-cudnn", 0, "skipped"), attention("sdpa-cudnn", 0, "skipped")]
+    lines = views.attention_table(records).splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[2:5]}
+    assert rows["triton"][10] == "2.00" and rows["eager"][10] == "0.25" and rows["sdpa-flash"][10] == "1.00"
+    assert lines[-1] == "skipped sdpa-cudnn at 2 point(s): needs a GPU"
+
+
+def test_ceiling_rows_and_notes():
+    c = Ceilings("H100", copy_gbps=3000.0, triad_gbps=3100.0, matmul_tflops={"bf16": 700.0, "fp32": 50.0},
+                 spec=spec_for("NVIDIA H100 80GB HBM3"))
+    rows = views.ceiling_rows(c)
+    assert [r["what"] for r in rows] == ["copy bandwidth (GB/s)", "triad bandwidth (GB/s)", "fp32 matmul (TFLOP/s)",
+                                         "bf16 matmul (TFLOP/s)"]
+    assert rows[0]["pct"] == pytest.approx(100 * 3000 / 3350) and rows[3]["pct"] == pytest.approx(100 * 700 / 989.4)
+    copy = make_record(run_id="p", point={"workload": "copy", "dtype": "fp32"}, derived={"achieved_gbps": 12.345})
+    matmul = make_record(run_id="p", point={"workload": "matmul", "dtype": "bf16"}, derived={"achieved_tflops": 0.5})
+    assert views.ceiling_note(copy) == "peak: copy 12.3 GB/s" and views.ceiling_note(matmul) == \
+        "peak: matmul bf16 0.50 TFLOP/s"
+
+
+def test_not_completed_rows_count_each_reason_once():
+    failed = [attention("sdpa-cudnn", 0, "skipped") for _ in range(3)] + [decode("bf16", "hf", 0, status="oom")]
+    rows = views.not_completed_rows(failed)
+    assert [(r["workload"], r["status"], r["points"]) for r in rows] == [("attention", "skipped", 3),
+                                                                          ("decode", "oom", 1)]

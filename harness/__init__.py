@@ -1,4 +1,6 @@
-"""llmbench's harness: CLI, runner, timing, records and environment capture.
+"""llmbench's harness: the command line, the one measuring loop, records, ceilings, reports and sweeps.
 
-Depends on ``workloads`` (and through it on ``kernels``); nothing depends on it.
+``cli.py`` registers the subcommands of ``commands/``; they share ``options.py``,
+``runner.py`` (timing), ``views.py`` (rows) and ``roofline.py`` (rates). Depends on
+``workloads`` (and through it on ``kernels``); nothing depends on it.
 """

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 from workloads.choices import CEILING_WORKLOADS

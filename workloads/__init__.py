@@ -1,4 +1,5 @@
-"""What runs: model presets, precisions, and the decode workload with its cost model.
+"""What runs and what it costs: the workloads (decode, finetune, kernel cases, ceiling microbenchmarks)
+behind one contract (``workload.py``), model presets, precisions, data and cost models.
 
-Depends on torch and transformers (and later on ``kernels``); never on ``harness``.
+Depends on torch, transformers and ``kernels``; never on ``harness``.
 """

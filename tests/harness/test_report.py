@@ -5,7 +5,7 @@ import re
 import pytest
 
 from harness import cli
-from harness.records import RECORDS_FILE, append_record, make_record, read_records
+from harness.records import RECORDS_FILE, append_record, make_record
 from harness.roofline import derive
 from workloads.cost import Cost
 

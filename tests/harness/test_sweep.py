@@ -11,25 +11,6 @@ import pytest
 from harness import cli, sweep
 from workloads.errors import UserError
 
-BASE = """
-name = "t"
-workload = "decode"
-out = "{out}"
-[params]
-prompt_len = 8
-new_tokens = 3
-[matrix]
-model = ["tiny-llama", "tiny-gpt2"]
-dtype = ["bf16", "fp32"]
-batch_size = [1, 2]
-"""
-
-
-@pytest.fixture(scope="module")
-def parser():
-    """The root ``llmbench`` parser, as the CLI hands it to the sweep."""
-    return cli.build_parser()
-
 
 @pytest.fixture()
 def plan(tmp_path, parser):
@@ -41,8 +22,8 @@ def plan(tmp_path, parser):
     return plan
 
 
-def test_matrix_exclude_include_and_argv(tmp_path, plan):
-    s = plan(BASE + """
+def test_matrix_exclude_include_and_argv(tmp_path, plan, base_sweep):
+    s = plan(base_sweep + """
         [[exclude]]
         model = "tiny-gpt2"
         dtype = ["bf16", "fp32"]
@@ -66,11 +47,11 @@ def test_matrix_exclude_include_and_argv(tmp_path, plan):
     assert s.out == tmp_path / "out" and all(p.nproc == 1 for p in s.points)
 
 
-def test_point_ids_are_stable_and_distinct(plan):
+def test_point_ids_are_stable_and_distinct(plan, base_sweep):
     assert sweep.point_id("decode", {"a": 1, "b": "x"}) == sweep.point_id("decode", {"b": "x", "a": 1})
     assert sweep.point_id("decode", {"a": 1}) != sweep.point_id("decode", {"a": 2})
     assert sweep.point_id("decode", {"a": 1}) != sweep.point_id("peak", {"a": 1})
-    first, again = plan(BASE), plan(BASE.replace('"t"', '"other"'))
+    first, again = plan(base_sweep), plan(base_sweep.replace('"t"', '"other"'))
     assert [p.id for p in first.points] == [p.id for p in again.points]
     assert len({p.id for p in first.points}) == 8
 

@@ -8,35 +8,16 @@ import textwrap
 
 import pytest
 
-from harness import cli, sweep, sweep_tasks
+from harness import sweep, sweep_tasks
 from harness.records import RECORDS_FILE, read_records
 from workloads.errors import UserError
 
-BASE = """
-name = "t"
-workload = "decode"
-out = "{out}"
-[params]
-prompt_len = 8
-new_tokens = 3
-[matrix]
-model = ["tiny-llama", "tiny-gpt2"]
-dtype = ["bf16", "fp32"]
-batch_size = [1, 2]
-"""
-
-
-@pytest.fixture(scope="module")
-def parser():
-    """The root ``llmbench`` parser, as the CLI hands it to the sweep."""
-    return cli.build_parser()
-
 
 @pytest.fixture()
-def prepared(tmp_path, parser):
-    """BASE planned into tmp_path/out with its folder and manifest created, as `sweep run` does."""
+def prepared(tmp_path, parser, base_sweep):
+    """base_sweep planned into tmp_path/out with its folder and manifest created, as `sweep run` does."""
     path = tmp_path / "sweep.toml"
-    path.write_text(textwrap.dedent(BASE).replace("{out}", str(tmp_path / "out")))
+    path.write_text(textwrap.dedent(base_sweep).replace("{out}", str(tmp_path / "out")))
     s = sweep.load(path, parser)
     sweep_tasks.prepare(s, sys.executable)
     return s

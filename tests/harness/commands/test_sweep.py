@@ -15,19 +15,6 @@ from harness import cli, sweep, sweep_tasks
 from harness.commands import sweep as command
 from harness.records import RECORDS_FILE, read_records
 
-BASE = """
-name = "t"
-workload = "decode"
-out = "{out}"
-[params]
-prompt_len = 8
-new_tokens = 3
-[matrix]
-model = ["tiny-llama", "tiny-gpt2"]
-dtype = ["bf16", "fp32"]
-batch_size = [1, 2]
-"""
-
 
 def write(tmp_path, text, name="sweep.toml"):
     path = tmp_path / name
@@ -115,8 +102,8 @@ def test_malformed_options_are_refused_at_parse_time(parser, capsys, words, mess
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_plan_prints_count_and_preview(tmp_path, capsys, llmbench_sweep):
-    assert llmbench_sweep("plan", write(tmp_path, BASE), "--limit", "3") == 0
+def test_plan_prints_count_and_preview(tmp_path, capsys, llmbench_sweep, base_sweep):
+    assert llmbench_sweep("plan", write(tmp_path, base_sweep), "--limit", "3") == 0
     out = capsys.readouterr().out
     assert "8 points" in out and "and 5 more" in out
     assert "llmbench decode --prompt-len 8 --new-tokens 3 --model tiny-llama --dtype bf16 --batch-size 1" in out
@@ -186,16 +173,16 @@ def fake_slurm(tmp_path, monkeypatch):
     return bin_dir
 
 
-def test_dry_run_submits_nothing(tmp_path, fake_slurm, capsys, llmbench_sweep):
-    assert llmbench_sweep("submit", write(tmp_path, BASE), "--dry-run") == 0
+def test_dry_run_submits_nothing(tmp_path, fake_slurm, capsys, llmbench_sweep, base_sweep):
+    assert llmbench_sweep("submit", write(tmp_path, base_sweep), "--dry-run") == 0
     out = capsys.readouterr().out
     assert out.startswith(f"# {tmp_path / 'out' / 'sweep.sbatch'}\n#!/bin/bash\n#SBATCH --job-name=t\n")
     assert "--array=0-2 " in out and "--array=0-1 " in out and "nothing was submitted" in out
     assert not (fake_slurm / "calls").exists() and not (tmp_path / "out").exists()
 
 
-def test_submit_splits_arrays_and_chains_collect(tmp_path, fake_slurm, capsys, llmbench_sweep):
-    path = write(tmp_path, BASE + "[slurm]\nmax_concurrent = 2\n")
+def test_submit_splits_arrays_and_chains_collect(tmp_path, fake_slurm, capsys, llmbench_sweep, base_sweep):
+    path = write(tmp_path, base_sweep + "[slurm]\nmax_concurrent = 2\n")
     assert llmbench_sweep("submit", path) == 0
     calls = (fake_slurm / "calls").read_text().splitlines()
     out = tmp_path / "out"
@@ -264,10 +251,10 @@ def test_resume_of_a_sweep_submitted_by_the_first_version(tmp_path, fake_slurm, 
     assert [j["id"] for j in jobs] == ["90", "91", "101", "102"] and jobs[2]["array"] == "0-1%2"
 
 
-def test_sbatch_refusal_is_one_clear_line(tmp_path, fake_slurm, capsys):
+def test_sbatch_refusal_is_one_clear_line(tmp_path, fake_slurm, capsys, base_sweep):
     (fake_slurm / "sbatch").write_text("#!/bin/bash\necho 'sbatch: error: invalid partition specified: acc' >&2\n"
                                        "exit 1\n")
-    assert cli.main(["sweep", "submit", str(write(tmp_path, BASE))]) == 2
+    assert cli.main(["sweep", "submit", str(write(tmp_path, base_sweep))]) == 2
     assert "sbatch refused the job: sbatch: error: invalid partition specified: acc" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing queued, nothing left behind: fix the file and submit again
 

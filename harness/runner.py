@@ -36,7 +36,8 @@ from harness.records import RECORDS_FILE, append_record, make_record
 from harness.timing import StepClock, bench
 from workloads.errors import UserError
 from workloads.precision import matmul_mode
-from workloads.workload import Calls, Runs, Unsupported, spread
+from workloads.stats import spread
+from workloads.workload import Calls, Runs, Unsupported
 
 
 def describe_failure(exc: BaseException) -> tuple[str, str]:

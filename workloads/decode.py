@@ -30,7 +30,8 @@ from workloads.choices import CACHES, ENGINES
 from workloads.errors import UserError
 from workloads.precision import Precision, check_supported, matmul_mode
 from workloads.presets import ModelSpec, build_model
-from workloads.workload import Clock, Runs, spread
+from workloads.stats import spread
+from workloads.workload import Clock, Runs
 
 
 @dataclass(frozen=True)

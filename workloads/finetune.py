@@ -46,7 +46,8 @@ from workloads.choices import ATTN_IMPLEMENTATIONS, TRAINERS
 from workloads.errors import UserError
 from workloads.precision import Precision, matmul_mode
 from workloads.presets import ModelSpec, build_model
-from workloads.workload import Clock, Runs, spread
+from workloads.stats import spread
+from workloads.workload import Clock, Runs
 
 ATTN_BACKENDS = ATTN_IMPLEMENTATIONS  # all of them have a backward pass, ours included
 

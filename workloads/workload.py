@@ -30,8 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import numpy as np
-
 
 class Unsupported(Exception):
     """This implementation cannot run this point (recorded as skipped, with the reason)."""
@@ -70,9 +68,3 @@ class Runs:
     tokens: int = 0
     peak: Callable[[int], int] = int
 
-
-def spread(values, prefix: str) -> dict[str, float]:
-    """p10/p50/p90 of ``values`` as ``{prefix}_p10`` ... (linear interpolation): the spread every
-    summary of repeated measurements reports."""
-    p10, p50, p90 = np.percentile(np.asarray(values, dtype=float), [10, 50, 90])
-    return {f"{prefix}_p10": float(p10), f"{prefix}_p50": float(p50), f"{prefix}_p90": float(p90)}

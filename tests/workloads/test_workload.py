@@ -1,14 +1,8 @@
-"""The workload contract's pieces: the two kinds of timed region and the spread statistics."""
+"""The workload contract's pieces: the two kinds of timed region and the skip signal."""
 
 import pytest
 
-from workloads.workload import Calls, Runs, Unsupported, spread
-
-
-def test_spread_percentiles():
-    s = spread(range(1, 12), "x")
-    assert s == {"x_p10": 2.0, "x_p50": 6.0, "x_p90": 10.0}
-    assert spread([5.0], "y") == {"y_p10": 5.0, "y_p50": 5.0, "y_p90": 5.0}
+from workloads.workload import Calls, Runs, Unsupported
 
 
 def test_region_defaults():

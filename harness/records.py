@@ -42,6 +42,7 @@ def make_record(
     derived: dict | None = None,
     env: dict | None = None,
     telemetry: dict | None = None,
+    warnings: list[str] | None = None,
 ) -> dict:
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
@@ -59,6 +60,7 @@ def make_record(
     }
     if telemetry:  # absent, never zeros, when there is no telemetry
         record["telemetry"] = telemetry
+    record["warnings"] = list(warnings or [])  # impossible or doubtful values, in words
     return record
 
 

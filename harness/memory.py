@@ -1,4 +1,5 @@
-"""Peak memory of a timed region: the CUDA allocator's peak on GPU, peak RSS on CPU.
+"""Peak memory of a timed region: the CUDA allocator's peak on GPU, peak RSS on CPU; what is
+allocated now, and what is free (so the runner can tell whether variants fit together).
 
 On Linux the process's RSS high-water mark can be reset (``/proc/self/clear_refs``
 with ``5``), so the CPU number is the peak of the region, not of the whole
@@ -36,3 +37,22 @@ class PeakMemory:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) * 1024
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def current(self) -> int:
+        """What is allocated now: the CUDA allocator's bytes, or the process's resident set."""
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory free for more work: the GPU's free memory, or the host's MemAvailable."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0

@@ -42,6 +42,22 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def repeats(text: str) -> int | None:
+    """``auto`` (None: as many as the confidence interval needs) or a count of at least 1."""
+    return None if text.strip().lower() == "auto" else positive_int(text)
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0 (seconds, rates)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
 def int_list(text: str) -> list[int]:
     """Comma-separated integers, each at least 1: ``1,8,32``."""
     try:

@@ -29,8 +29,8 @@ from workloads.attention import check_attn
 from workloads.choices import CACHES, ENGINES
 from workloads.errors import UserError
 from workloads.precision import Precision, check_supported, matmul_mode
-from workloads.presets import ModelSpec, build_model
-from workloads.stats import spread
+from workloads.presets import ModelSpec, build_model, meta_model
+from workloads.stats import spread, summary
 from workloads.workload import Clock, Runs
 
 
@@ -101,7 +101,7 @@ def engine_options(options: GenerationOptions, engine: str) -> GenerationOptions
 
 
 def check(spec: ModelSpec, precisions: list[Precision], device: torch.device, points: list[DecodePoint], attn: str,
-          options: GenerationOptions, engines: list[str], repeats: int = 1) -> None:
+          options: GenerationOptions, engines: list[str], repeats: int | None = 1) -> None:
     """Refuse a decode request that cannot run, before anything is built."""
     if not precisions:
         raise UserError("--dtype needs at least one precision, e.g. bf16,fp32")
@@ -122,29 +122,37 @@ def check(spec: ModelSpec, precisions: list[Precision], device: torch.device, po
         from workloads.lean import check_options
 
         check_options(options)
-    if repeats < 1:
-        raise UserError("--repeats must be at least 1")
+    if repeats is not None and repeats < 1:
+        raise UserError("--repeats must be at least 1 (or auto)")
+
+
+def rates(timelines: list, point: DecodePoint) -> list[float]:
+    """Decode tokens/s of each generation: batch x decode steps over first-to-last token."""
+    steps = point.new_tokens - 1
+    return [point.batch_size * steps / ((t.ticks_ms[-1] - t.ticks_ms[0]) / 1e3) for t in timelines]
 
 
 def summarize(timelines: list, point: DecodePoint) -> dict:
-    """Latency and throughput of the timed generations of one point."""
-    steps = point.new_tokens - 1
+    """Latency and throughput of the timed generations of one point: medians with their 95% CI, CV
+    and spread, and the samples themselves (``samples``: per generation, TPOT per step)."""
     ttft = [t.ticks_ms[0] for t in timelines]
     decode = [t.ticks_ms[-1] - t.ticks_ms[0] for t in timelines]
     tpot = [b - a for t in timelines for a, b in zip(t.ticks_ms, t.ticks_ms[1:])]
     e2e = [t.end_ms for t in timelines]
-    rates = [point.batch_size * steps / (ms / 1e3) for ms in decode]
+    tokens_per_s = rates(timelines, point)
     return {
-        "tokens_per_s": float(np.median(rates)),
-        **spread(rates, "tokens_per_s"),
-        "ttft_ms": float(np.median(ttft)),
+        **summary(tokens_per_s, "tokens_per_s"),
+        **spread(tokens_per_s, "tokens_per_s"),
+        **summary(ttft, "ttft_ms"),
         **spread(ttft, "ttft_ms"),
+        **summary(tpot, "tpot_ms"),
         **spread(tpot, "tpot_ms"),
         "decode_ms": float(np.median(decode)),
         "e2e_ms": float(np.median(e2e)),
         "e2e_tokens_per_s": point.batch_size * point.new_tokens / (float(np.median(e2e)) / 1e3),
         "repeats": len(timelines),
         "decode_steps_timed": len(tpot),
+        "samples": {"tokens_per_s": tokens_per_s, "ttft_ms": ttft, "tpot_ms": tpot},
     }
 
 
@@ -179,12 +187,13 @@ class DecodeWorkload:
         engine: str = "hf",
         points: list[DecodePoint] = (),
         warmup: int = 1,
-        repeats: int = 3,
+        repeats: int | None = 3,
+        max_time_s: float = 60.0,
     ):
         self.spec, self.precision, self.device = spec, precision, device
         self.attn, self.seed, self.engine = attn, seed, engine
         self.options = engine_options(options, engine)
-        self.points, self.warmup, self.repeats = list(points), warmup, repeats
+        self.points, self.warmup, self.repeats, self.max_time_s = list(points), warmup, repeats, max_time_s
         self.model = None
         self.lean = None
         self.shape = None
@@ -220,6 +229,7 @@ class DecodeWorkload:
             cache_implementation=opts.cache,
             disable_compile=not opts.compile,
             eos_token_id=None,  # random weights: never stop early, every run makes exactly new_tokens
+            min_new_tokens=point.new_tokens,  # and should an EOS still resolve (run()), it is never picked
             pad_token_id=0,
             **sampling,
         )
@@ -235,6 +245,9 @@ class DecodeWorkload:
                 raise RuntimeError(f"the lean engine made {tuple(tokens.shape)} tokens in {len(timeline.ticks_ms)} "
                                    f"steps, expected {point.new_tokens}; refusing to report a timing")
             return timeline
+        # generate() fills every option left None (EOS included) from the model's own generation config, which
+        # carries the preset's EOS: clear it, so no EOS check or stop runs in the timed loop (transformers 5.x)
+        self.model.generation_config.eos_token_id = None
         config = self.generation_config(point)
         mark = _MarkEachToken(clock)
         with torch.inference_mode(), matmul_mode(self.precision):
@@ -278,7 +291,16 @@ class DecodeWorkload:
         """Warm-up and timed generations, each on fresh prompts (``prompt(point, index)``)."""
         return Runs(run=lambda clock, index: self.run(point, self.prompt(point, index), clock),
                     summarize=lambda timelines: summarize(timelines, point), warmup=self.warmup,
-                    repeats=self.repeats, tokens=point.batch_size * point.new_tokens)
+                    repeats=self.repeats, tokens=point.batch_size * point.new_tokens,
+                    headline=lambda timelines: rates(timelines, point), max_time_s=self.max_time_s)
+
+    def footprint_bytes(self) -> int:
+        """What this variant keeps resident: its weights and, for the largest point, its KV cache."""
+        elem = self.precision.bytes_per_element
+        shape = self.shape or cost.model_shape(meta_model(self.spec))
+        kv = max((p.batch_size * self.options.num_beams * (p.prompt_len + p.new_tokens) for p in self.points),
+                 default=0) * shape.kv_elements_per_token
+        return (shape.params + kv) * elem
 
     def cost(self, point: DecodePoint) -> cost.Cost:
         """Bytes and FLOPs of the decode steps of one generation (timed by ``decode_ms``, first to last

@@ -46,7 +46,7 @@ from workloads.choices import ATTN_IMPLEMENTATIONS, TRAINERS
 from workloads.errors import UserError
 from workloads.precision import Precision, matmul_mode
 from workloads.presets import ModelSpec, build_model
-from workloads.stats import spread
+from workloads.stats import spread, summary
 from workloads.workload import Clock, Runs
 
 ATTN_BACKENDS = ATTN_IMPLEMENTATIONS  # all of them have a backward pass, ours included
@@ -410,17 +410,20 @@ def _run_hf(w: FinetuneWorkload, clock: Clock) -> TrainResult:
 
 
 def summarize_steps(step_ms: list[float], losses: list[float], cost_block: dict) -> dict:
-    """Throughput from the median optimizer step; the step times' spread; the loss at start and end."""
+    """Throughput from the median optimizer step; the step times' CI, CV and spread, and the samples;
+    the loss at start and end."""
     step_s = float(np.median(step_ms)) / 1e3
     return {
         "tokens_per_s": cost_block["tokens_per_step"] / step_s,
         "samples_per_s": cost_block["sequences_per_step"] / step_s,
+        **summary(step_ms, "step_ms"),
         **spread(step_ms, "step_ms"),
         "step_ms_mean": float(np.mean(step_ms)),
         "steps_timed": len(step_ms),
         "loss_start": losses[0] if losses else None,
         "loss_end": losses[-1] if losses else None,
         "loss_steps": len(losses),
+        "samples": {"step_ms": list(step_ms)},
     }
 
 

@@ -55,16 +55,21 @@ class Calls:
 
 @dataclass
 class Runs:
-    """Runs marked on a clock: ``run(clock, index)`` returns the clock's timeline (``index`` is
-    negative for warm-up runs, so each run can draw fresh inputs); ``summarize`` turns the timed
-    runs' timelines into metrics; ``peak`` combines this process's peak memory with its peers'
-    (the largest process of a multi-process run); ``tokens`` is the tokens one run produces or
-    trains on, for energy per token."""
+    """Runs marked on a clock: ``run(clock, index)`` returns what ``summarize`` reads (the clock's
+    timeline; ``index`` is negative for warm-up runs, so each run can draw fresh inputs);
+    ``summarize`` turns the timed runs into metrics; ``peak`` combines this process's peak memory
+    with its peers' (the largest process of a multi-process run); ``tokens`` is the tokens one run
+    produces or trains on, for energy per token.
+
+    ``repeats`` None means as many as the headline metric needs: at least 3 timed runs, then more
+    until the 95% confidence interval of its median is within 2% of the median or ``max_time_s``
+    is spent; ``headline(runs)`` gives that metric's per-run samples (decode: tokens/s)."""
 
     run: Callable[[Clock, int], object]
     summarize: Callable[[list], dict]
     warmup: int = 0
-    repeats: int = 1
+    repeats: int | None = 1
     tokens: int = 0
     peak: Callable[[int], int] = int
-
+    headline: Callable[[list], list[float]] | None = None
+    max_time_s: float = 60.0

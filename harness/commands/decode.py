@@ -4,6 +4,8 @@ Every combination of precision, engine and point (batch x prompt x new tokens)
 is timed by ``harness.runner`` over a ``workloads.decode.DecodeWorkload`` (one
 model built per precision and engine), one record each, then printed as one
 table with each row's speed against the first precision and engine at its point.
+The variants are one comparison: their timed generations alternate when their
+models fit in memory together (see ``harness.runner``).
 """
 
 from __future__ import annotations
@@ -52,7 +54,11 @@ def add_parser(sub) -> None:
     g.add_argument("--num-beams", type=int, default=1, help="beam search width")
     g.add_argument("--repetition-penalty", type=float, default=1.0, help="penalty on repeated tokens")
     m = d.add_argument_group("measurement")
-    m.add_argument("--repeats", type=options.positive_int, default=3, help="timed generations per point")
+    m.add_argument("--repeats", type=options.repeats, default="auto",
+                   help="timed generations per point; auto = at least 3, then more until the 95%% CI of the "
+                        "median tokens/s is within 2%% (or --max-time is spent)")
+    m.add_argument("--max-time", type=options.positive_float, default=60.0,
+                   help="seconds of timed generations per point (all compared variants together) for --repeats auto")
     m.add_argument("--warmup", type=options.non_negative_int, default=1, help="untimed generations per point first")
     options.add_seed(m)
     options.add_out(m)
@@ -86,10 +92,10 @@ def run(args) -> int:
     run_id, env = new_run_id(), capture(device)
     known = ceilings.stored_or_measured(args.out, device, precisions, run_id, env) if args.ceilings else None
     workloads = [DecodeWorkload(spec, precision, device, args.attn, generation, args.seed, engine, points,
-                                args.warmup, args.repeats)
+                                args.warmup, args.repeats, args.max_time)
                  for precision in precisions for engine in engines]
     records = runner.run(workloads, run_id, env, out=args.out, ceilings=known, progress=args.progress,
-                         desc="decode", note=views.decode_note)
+                         desc="decode", note=views.decode_note, interleave=True)
     print(views.decode_table(records))
     print(f"\nrecords: {args.out / RECORDS_FILE}")
     failed = [r for r in records if r["status"] != "ok"]

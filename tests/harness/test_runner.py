@@ -3,6 +3,7 @@ from the cost, ceilings applied), and every way a point can fail without stoppin
 
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +11,7 @@ from harness import runner
 from harness.ceilings import Ceilings
 from harness.records import read_records
 from workloads.cost import Cost
+from workloads import stats
 from workloads.errors import UserError
 from workloads.precision import PRECISIONS
 from workloads.workload import Calls, Runs, Unsupported
@@ -125,3 +127,71 @@ def test_notes_are_printed_per_record(capsys):
     runner.run([Fake([1, 2])], "run", {}, progress=False, note=lambda r: f"point {r['n']}: {r['status']}")
     err = capsys.readouterr().err
     assert "point 1: ok" in err and "point 2: ok" in err
+
+
+class Variant(Fake):
+    """A Runs workload that logs every timed run into a shared list, with a footprint."""
+
+    def __init__(self, name, log, points=(1,), footprint=1000, repeats=3, rate=None):
+        super().__init__(points, kind="runs")
+        self.name, self.log, self.footprint, self.repeats, self.rate = name, log, footprint, repeats, rate
+
+    def fields(self, point):
+        return {**super().fields(point), "variant": self.name}
+
+    def footprint_bytes(self):
+        return self.footprint
+
+    def region(self, point):
+        def run(clock, index):
+            if index >= 0:
+                self.log.append(self.name)
+            clock.start()
+            clock.tick()
+            return clock.stop()
+
+        rate = self.rate or (lambda runs: [100.0] * len(runs))
+        return Runs(run=run, summarize=lambda runs: {"step_ms": 1.0, **stats.summary(rate(runs), "tokens_per_s")},
+                    warmup=1, repeats=self.repeats, headline=rate, max_time_s=30)
+
+
+def test_variants_that_fit_alternate_their_timed_runs(tmp_path):
+    log = []
+    a, b = Variant("a", log, points=(1, 2)), Variant("b", log, points=(1, 2))
+    records = runner.run([a, b], "run", {}, out=tmp_path, progress=False, interleave=True)
+    assert log == ["a", "b"] * 3 + ["a", "b"] * 3  # ABAB... within each point
+    assert [(r["variant"], r["n"]) for r in records] == [("a", 1), ("b", 1), ("a", 2), ("b", 2)]
+    assert all(r["metrics"]["peak_mem_kind"].endswith("_own_plus_transient") for r in records)
+    assert len(read_records([tmp_path])) == 4
+
+
+def test_variants_that_do_not_fit_run_in_blocks_and_are_checked_for_drift(monkeypatch):
+    log = []
+    monkeypatch.setattr(runner, "available_bytes", lambda device: 10)
+
+    class Drifting(Variant):
+        """About 100 tok/s the first time, 80 when measured again at the end."""
+
+        def region(self, point):
+            speed = 100.0 if not hasattr(self, "measured") else 80.0
+            self.measured = True
+            self.rate = lambda runs: [speed + i % 2 for i in range(len(runs))]
+            return super().region(point)
+
+    first = Drifting("a", log, footprint=100)
+    records = runner.run([first, Variant("b", log, footprint=100)], "run", {}, progress=False, interleave=True)
+    assert log[:6] == ["a", "a", "a", "b", "b", "b"] and log[6:] == ["a", "a", "a"]  # blocks, then a again
+    assert all(any(w.startswith("drift:") for w in r["warnings"]) for r in records)
+
+
+def test_auto_repeats_stop_once_the_interval_is_narrow():
+    log = []
+    steady = Variant("a", log, repeats=None)
+    runner.run([steady], "run", {}, progress=False)
+    assert len(log) == runner.MIN_REPEATS  # identical samples: the CI is zero after the minimum
+    noisy_values = np.random.default_rng(0).normal(100, 20, runner.MAX_REPEATS)
+    log.clear()
+    noisy = Variant("b", log, repeats=None, rate=lambda runs: list(noisy_values[:len(runs)]))
+    [record] = runner.run([noisy], "run", {}, progress=False)
+    assert len(log) > runner.MIN_REPEATS
+    assert any(w.startswith("noisy: tokens_per_s") for w in record["warnings"])

@@ -24,7 +24,8 @@ def test_decode_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     recs = read_records([tmp_path / "records.jsonl"])
-    assert [(r["dtype"], r["batch_size"]) for r in recs] == [("bf16", 1), ("bf16", 2), ("fp32", 1), ("fp32", 2)]
+    # the two precisions alternate point by point (both models fit in memory together)
+    assert [(r["dtype"], r["batch_size"]) for r in recs] == [("bf16", 1), ("fp32", 1), ("bf16", 2), ("fp32", 2)]
     assert len({r["run_id"] for r in recs}) == 1
     for r in recs:
         assert r["status"] == "ok" and r["workload"] == "decode" and r["engine"] == "hf"

@@ -20,6 +20,7 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is first imported
 
+from harness import options  # noqa: E402
 from harness.commands import (  # noqa: E402
     compare, decode, env, finetune, import_pytest_benchmark, kernel, models, peak, report, sweep,
 )
@@ -32,7 +33,7 @@ EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = options.Parser(
         prog="llmbench",
         description="Benchmark LLM workloads on this GPU (or CPU) and explain them against the hardware's limits.",
     )

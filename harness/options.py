@@ -16,6 +16,14 @@ from pathlib import Path
 from workloads.errors import UserError
 
 DEFAULT_OUT = Path("results/runs")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a malformed value or unknown option reported as one line (what was wrong, and
+    where the options are listed), exit code 2, instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 INT_LIST = "N[,N...]"
 
 
@@ -110,8 +118,16 @@ def add_out(parser) -> None:
     parser.add_argument("--out", type=folder, default=DEFAULT_OUT, help="folder for records.jsonl")
 
 
+def seed(text: str) -> int:
+    """A random seed from 0 to 2**32 - 1 (what every generator here accepts)."""
+    value = _int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {2**32 - 1}, got {value}")
+    return value
+
+
 def add_seed(parser, what: str = "weights and prompts") -> None:
-    parser.add_argument("--seed", type=int, default=0, help=f"seed for the {what}")
+    parser.add_argument("--seed", type=seed, default=0, help=f"seed for the {what}")
 
 
 def add_progress(parser) -> None:
@@ -119,8 +135,13 @@ def add_progress(parser) -> None:
 
 
 def add_ceilings(parser, when: str = "first", lacks: str = "MBU, MFU and bound") -> None:
+    """``--no-ceilings`` (skip them) and ``--remeasure`` (measure them again even when the stored ones
+    match this machine's fingerprint, e.g. after they were taken on a loaded machine)."""
     parser.add_argument("--no-ceilings", dest="ceilings", action="store_false",
                         help=f"do not measure missing ceilings {when} (records then lack {lacks})")
+    parser.add_argument("--remeasure", dest="remeasure", action="store_true",
+                        help=f"measure the ceilings again {when}, even when stored ones match this machine's "
+                             "fingerprint (device, torch, CPU threads or GPU clocks and power limit)")
 
 
 def check_writable(out: Path) -> None:

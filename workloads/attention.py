@@ -27,11 +27,12 @@ from workloads.errors import UserError
 DECODE_MAX_QUERIES = 8  # up to this many new tokens over a cache go to the decode kernel
 
 
-def check_attn(attn: str, device: torch.device) -> None:
-    """Refuse an implementation this device cannot run, before any model is built."""
+def check_attn(attn: str, device: torch.device | None) -> None:
+    """Refuse an implementation this device cannot run (only unknown names when ``device`` is None,
+    as when a sweep is planned on a login node), before any model is built."""
     if attn not in ATTN_IMPLEMENTATIONS:
         raise UserError(f"unknown attention implementation {attn!r}; choose from {', '.join(ATTN_IMPLEMENTATIONS)}")
-    if attn == "triton" and device.type != "cuda":
+    if attn == "triton" and device is not None and device.type != "cuda":
         from kernels.common import interpreting
 
         if not interpreting():

@@ -17,6 +17,7 @@ Prompts are fresh random token ids for every call (never the same buffer twice).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -54,13 +55,18 @@ class GenerationOptions:
     cache: str = "dynamic"
     compile: bool = True  # let generate() compile the step when it can (static cache on GPU)
 
-    def validate(self, device: torch.device) -> None:
+    def validate(self, device: torch.device | None) -> None:
+        """Refuse options generate() cannot honour (device-specific ones only when ``device`` is given)."""
         if self.cache not in CACHES:
             raise UserError(f"unknown cache {self.cache!r}; choose from {', '.join(CACHES)}")
-        if self.cache.startswith("offloaded") and device.type != "cuda":
+        if self.cache.startswith("offloaded") and device is not None and device.type != "cuda":
             raise UserError(f"cache {self.cache!r} offloads GPU memory to the host; it needs --device cuda")
         if self.num_beams < 1:
             raise UserError(f"--num-beams must be at least 1, got {self.num_beams}")
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise UserError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
         if self.temperature <= 0:
             raise UserError(f"--temperature must be positive, got {self.temperature}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
@@ -100,14 +106,15 @@ def engine_options(options: GenerationOptions, engine: str) -> GenerationOptions
     return replace(options, cache="static") if engine in ("hf-static", "lean") else options
 
 
-def check(spec: ModelSpec, precisions: list[Precision], device: torch.device, points: list[DecodePoint], attn: str,
-          options: GenerationOptions, engines: list[str], repeats: int | None = 1) -> None:
-    """Refuse a decode request that cannot run, before anything is built."""
+def check(spec: ModelSpec, precisions: list[Precision], device: torch.device | None, points: list[DecodePoint],
+          attn: str, options: GenerationOptions, engines: list[str], repeats: int | None = 1) -> None:
+    """Refuse a decode request that cannot run, before anything is built (without ``device``: what can
+    be judged anywhere, as when a sweep is planned away from the GPUs)."""
     if not precisions:
         raise UserError("--dtype needs at least one precision, e.g. bf16,fp32")
     if len({p.name for p in precisions}) != len(precisions):
         raise UserError(f"--dtype lists a precision twice: {', '.join(p.name for p in precisions)}")
-    for precision in precisions:
+    for precision in precisions if device is not None else ():
         check_supported(precision, device)
     check_attn(attn, device)
     for point in points:

@@ -31,6 +31,7 @@ blocks (DDP; gloo on CPU, nccl on GPU). The global batch per optimizer step is
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -116,9 +117,10 @@ def training_dtypes(precision: Precision) -> tuple[torch.dtype, torch.dtype | No
     return precision.dtype, None
 
 
-def check(spec: ModelSpec, precision: Precision, device: torch.device, point: FinetunePoint,
+def check(spec: ModelSpec, precision: Precision, device: torch.device | None, point: FinetunePoint,
           options: TrainOptions) -> None:
-    """Refuse what cannot run, before anything is built."""
+    """Refuse what cannot run, before anything is built (without ``device``: what can be judged
+    anywhere, as when a sweep is planned away from the GPUs)."""
     for name in ("batch_size", "seq_len", "grad_accum", "steps"):
         if getattr(point, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(point, name)}")
@@ -133,14 +135,14 @@ def check(spec: ModelSpec, precision: Precision, device: torch.device, point: Fi
     check_attn(options.attn, device)
     if options.packing not in data.PACKINGS:
         raise UserError(f"unknown packing {options.packing!r}; choose from {', '.join(data.PACKINGS)}")
-    if precision.name == "fp16" and device.type != "cuda":
+    if precision.name == "fp16" and device is not None and device.type != "cuda":
         raise UserError("fp16 mixed precision needs a GPU (its GradScaler and fp16 kernels); on the CPU use bf16 "
                         "or fp32")
     if options.compile and point.warmup_steps < 1:
         raise UserError("--compile needs --warmup-steps 1 or more, so compilation stays out of the timed steps")
-    if options.lr <= 0:
-        raise UserError(f"--lr must be positive, got {options.lr}")
-    if options.trainer == "hf" and device.type == "cuda" and (device.index or 0) != 0:
+    if not 0 < options.lr < math.inf:
+        raise UserError(f"--lr must be a positive finite number, got {options.lr}")
+    if options.trainer == "hf" and device is not None and device.type == "cuda" and (device.index or 0) != 0:
         raise UserError("--trainer hf runs on the first visible GPU; pick one with CUDA_VISIBLE_DEVICES instead "
                         f"of --device {device}")
 

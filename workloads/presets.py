@@ -57,13 +57,20 @@ def _read_preset(name: str) -> dict:
 
 
 def _looks_like_path(model: str) -> bool:
-    return os.sep in model or model.startswith((".", "~")) or Path(model).exists()
+    try:
+        return os.sep in model or model.startswith((".", "~")) or Path(model).exists()
+    except OSError:  # a name longer than the file system allows is no folder here
+        return True
 
 
 def resolve_model(model: str) -> ModelSpec:
     """Turn ``--model`` (preset name or local directory) into a spec, or explain why not."""
     if _looks_like_path(model):
-        return _local_spec(Path(model).expanduser())
+        try:
+            return _local_spec(Path(model).expanduser())
+        except (OSError, RuntimeError) as exc:  # an unknown ~user, a name too long for the file system
+            raise UserError(f"--model {model[:80]!r} is not a readable model folder: "
+                            f"{getattr(exc, 'strerror', None) or exc}") from None
     if model not in preset_names():
         close = difflib.get_close_matches(model, preset_names(), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""

@@ -64,18 +64,20 @@ def add_parser(sub) -> None:
     options.add_out(m)
     options.add_progress(m)
     options.add_ceilings(m)
+    d.set_defaults(validate=validate)
 
 
-def run(args) -> int:
-    from harness import ceilings, runner, views
-    from harness.envinfo import capture, device_name
-    from harness.records import RECORDS_FILE, new_run_id
-    from workloads.decode import DecodePoint, DecodeWorkload, GenerationOptions, check
-    from workloads.precision import parse_precision, resolve_device
+def _request(args, device=None):
+    """The model, precisions, points, generation options and engines asked for, all checked (the
+    device-specific checks only when ``device`` is given)."""
+    from workloads.decode import DecodePoint, GenerationOptions, check
+    from workloads.precision import parse_precision
     from workloads.presets import resolve_model
 
-    device = resolve_device(args.device)
-    spec = resolve_model(DECODE_MODEL[device.type] if args.model == "auto" else args.model)
+    model = args.model
+    if model == "auto":
+        model = DECODE_MODEL[device.type if device is not None else "cuda"]
+    spec = resolve_model(model)
     precisions = [parse_precision(name) for name in args.dtype.split(",") if name.strip()]
     points = [DecodePoint(b, p, n) for b in args.batch_size for p in args.prompt_len for n in args.new_tokens]
     generation = GenerationOptions(
@@ -85,6 +87,23 @@ def run(args) -> int:
     )
     engines = [e.strip() for e in args.engine.split(",") if e.strip()]
     check(spec, precisions, device, points, args.attn, generation, engines, args.repeats)
+    return spec, precisions, points, generation, engines
+
+
+def validate(args) -> None:
+    """What a sweep checks before submitting a point: everything but the device."""
+    _request(args)
+
+
+def run(args) -> int:
+    from harness import ceilings, runner, views
+    from harness.envinfo import capture, device_name
+    from harness.records import RECORDS_FILE, new_run_id
+    from workloads.decode import DecodeWorkload
+    from workloads.precision import resolve_device
+
+    device = resolve_device(args.device)
+    spec, precisions, points, generation, engines = _request(args, device)
     options.check_writable(args.out)
 
     print(f"llmbench decode: {spec.name} on {device} ({device_name(device)}), "

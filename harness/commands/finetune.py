@@ -61,25 +61,43 @@ def add_parser(sub) -> None:
     options.add_seed(m, "weights and data")
     options.add_out(m)
     options.add_ceilings(m, when="after the run", lacks="MFU")
+    f.set_defaults(validate=validate)
+
+
+def _request(args, device=None):
+    """The model, precision, point and training options asked for, all checked (the device-specific
+    checks only when ``device`` is given)."""
+    from workloads.finetune import FinetunePoint, TrainOptions, check
+    from workloads.precision import check_supported, parse_precision
+    from workloads.presets import resolve_model
+
+    spec = resolve_model(TRAIN_MODEL[device.type if device is not None else "cuda"] if args.model == "auto"
+                         else args.model)
+    precision = parse_precision(args.dtype)
+    if device is not None:
+        check_supported(precision, device)
+    point = FinetunePoint(args.batch_size, args.seq_len, args.grad_accum, args.steps, args.warmup_steps)
+    train = TrainOptions(args.trainer, args.attn, args.data, args.split, args.text_column, args.packing, args.lr,
+                         args.grad_checkpointing, args.compile, args.seed)
+    check(spec, precision, device, point, train)
+    return spec, precision, point, train
+
+
+def validate(args) -> None:
+    """What a sweep checks before submitting a point: everything but the device and the data."""
+    _request(args)
 
 
 def run(args) -> int:
     from harness import ceilings, roofline, runner, views
     from harness.envinfo import capture, device_name
     from harness.records import RECORDS_FILE, append_record, new_run_id
-    from workloads.finetune import Dist, FinetunePoint, FinetuneWorkload, TrainOptions, check
-    from workloads.precision import check_supported, parse_precision, resolve_device
-    from workloads.presets import resolve_model
+    from workloads.finetune import Dist, FinetuneWorkload
+    from workloads.precision import resolve_device
 
     dist = Dist.from_env()
     device = dist.device(resolve_device(args.device))
-    spec = resolve_model(TRAIN_MODEL[device.type] if args.model == "auto" else args.model)
-    precision = parse_precision(args.dtype)
-    check_supported(precision, device)
-    point = FinetunePoint(args.batch_size, args.seq_len, args.grad_accum, args.steps, args.warmup_steps)
-    train = TrainOptions(args.trainer, args.attn, args.data, args.split, args.text_column, args.packing, args.lr,
-                         args.grad_checkpointing, args.compile, args.seed)
-    check(spec, precision, device, point, train)
+    spec, precision, point, train = _request(args, device)
     workload = FinetuneWorkload(spec, precision, device, point, train, dist)
     workload.load_data()
     if dist.main:

@@ -90,6 +90,7 @@ def add_parser(sub) -> None:
 
 
 def _add_common(p) -> None:
+    p.set_defaults(validate=validate)
     options.add_device(p)
     options.add_seed(p, "inputs")
     options.add_out(p)
@@ -101,9 +102,13 @@ def _precisions(text: str, device) -> list:
     from workloads.precision import check_supported, parse_precision
 
     precisions = [parse_precision(n) for n in options.names(text, PRECISIONS, "dtype")]
-    for precision in precisions:
+    for precision in precisions if device is not None else ():
         check_supported(precision, device)
     return precisions
+
+
+def _default(sizes: dict, device) -> list[int]:
+    return sizes["cpu" if device is not None and device.type != "cuda" else "cuda"]
 
 
 def decode_points(args, device) -> list:
@@ -111,7 +116,7 @@ def decode_points(args, device) -> list:
     from workloads.kernelbench import DecodeAttentionPoint, check_point
 
     impls = options.names(args.impl, DECODE_ATTENTION_IMPLS, "impl")
-    contexts = args.context or DEFAULT_CONTEXT["cuda" if device.type == "cuda" else "cpu"]
+    contexts = args.context or _default(DEFAULT_CONTEXT, device)
     out = []
     for precision, head_dim, gqa, batch, context, impl in product(
             _precisions(args.dtype, device), args.head_dim, args.gqa, args.batch_size, contexts, impls):
@@ -130,7 +135,7 @@ def attention_points(args, device) -> list:
     impls = options.names(args.impl, ATTENTION_IMPLS, "impl", {"sdpa": list(SDPA_BACKENDS)})
     modes = options.names(args.mode, ATTENTION_MODES, "mode")
     precisions = _precisions(args.dtype, device)
-    seq_lens = args.seq_len or DEFAULT_SEQ["cuda" if device.type == "cuda" else "cpu"]
+    seq_lens = args.seq_len or _default(DEFAULT_SEQ, device)
     out = []
     for precision, head_dim, causal, gqa, seq, mode, impl in product(
             precisions, args.head_dim, CAUSAL[args.causal], args.gqa, seq_lens, modes, impls):
@@ -142,6 +147,11 @@ def attention_points(args, device) -> list:
         check_point(point)
         out.append((precision, point))
     return out
+
+
+def validate(args) -> None:
+    """What a sweep checks before submitting a point: every point of the sweep, without the device."""
+    decode_points(args, None) if args.kernel == "decode-attention" else attention_points(args, None)
 
 
 def run(args) -> int:

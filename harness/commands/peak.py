@@ -1,9 +1,14 @@
 """``llmbench peak``: measure this device's ceilings and store them as records.
 
-STREAM-style copy and triad bandwidth (bytes read + written) and a dense square
-matmul per precision (``harness.ceilings``), printed against the datasheet. The
-records go next to the benchmarks they explain; every later command on the same
-``--out`` divides by them.
+STREAM-style copy and triad bandwidth (bytes read + written) at several buffer
+sizes well beyond the last-level cache, and per precision a dense square matmul
+plus, with ``--model``, the shapes that model's projections run at prefill and
+decode (``harness.ceilings``). Each record is one size; its rate is the shortest
+call's, with the spread kept beside it. The table shows the best per kind against
+the datasheet; below it, each kind's spread and the sizes tried, and the
+environment fingerprint the ceilings belong to. The records go next to the
+benchmarks they explain; every later command on the same ``--out`` divides by them
+(and measures them again when its fingerprint differs).
 """
 
 from __future__ import annotations
@@ -16,25 +21,63 @@ from harness import options
 def add_parser(sub) -> None:
     pk = sub.add_parser(
         "peak", help="measure this device's ceilings: copy/triad bandwidth and matmul rate per precision",
-        description="STREAM-style copy and triad bandwidth (bytes read + written) and dense square matmul "
-                    "TFLOP/s per precision, stored as records next to the benchmarks they explain.",
+        description="STREAM-style copy and triad bandwidth (bytes read + written) at several buffer sizes and "
+                    "dense matmul TFLOP/s per precision (square, plus a model's shapes with --model); each "
+                    "ceiling is the best call over repeated calls at every size, stored as records next to "
+                    "the benchmarks they explain.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     options.add_device(pk)
     pk.add_argument("--dtype", default="all", help="matmul precisions; all = every one this device supports")
-    pk.add_argument("--buffer-mb", type=options.positive_int, default=None,
-                    help="MiB per bandwidth buffer (default 1024 on GPU, 256 on CPU)")
+    pk.add_argument("--buffer-mb", type=options.int_list, default=None, metavar=options.INT_LIST,
+                    help="MiB per bandwidth buffer, each size tried (default 256,1024,2048 on GPU, 64,128,256 on CPU)")
     pk.add_argument("--matmul-n", type=options.positive_int, default=None,
-                    help="matmul side (default 8192 GPU, 1024 CPU)")
+                    help="square matmul side (default 8192 GPU, 1024 CPU)")
+    pk.add_argument("--model", default=None,
+                    help="also measure the matmul shapes of this preset's projections (or local model directory)")
+    pk.add_argument("--tokens", type=options.int_list, default=[1, 512], metavar=options.INT_LIST,
+                    help="with --model: the token counts its projections run at (decode batch, prefill batch x prompt)")
     options.add_out(pk)
+    pk.set_defaults(validate=validate)
+
+
+def _size(r: dict) -> str:
+    if r["workload"] == "matmul":
+        return f"{r['m']}x{r['n']}x{r['k']}"
+    return f"{r['elements'] * 4 / 2**20:g} MiB"
+
+
+def spread_line(best: dict, group: list[dict]) -> str:
+    """One ceiling kind: the best rate and its size, that size's median and p10-p90 rates, and
+    every size tried (with its best)."""
+    unit, rate = ("TFLOP/s", "tflops") if best["workload"] == "matmul" else ("GB/s", "gbps")
+    head = f"{best['workload']} {best['dtype']}: "
+    if best["status"] != "ok":
+        return head + f"{best['status']} at every size tried ({', '.join(_size(r) for r in group)})"
+    d = best["derived"]
+    tried = ", ".join(f"{_size(r)} {r['derived'][f'achieved_{rate}']:.4g}" if r["status"] == "ok"
+                      else f"{_size(r)} {r['status']}" for r in group)
+    return (head + f"best {d[f'achieved_{rate}']:.4g} {unit} at {_size(best)} (there: median "
+            f"{d[f'median_{rate}']:.4g}, p10-p90 {d[f'p10_{rate}']:.4g}-{d[f'p90_{rate}']:.4g} {unit}, "
+            f"{best['metrics']['repeats']} calls); sizes tried: {tried}")
+
+
+def validate(args) -> None:
+    """What a sweep checks before submitting a point: the precision names."""
+    from workloads.choices import PRECISIONS
+
+    if args.dtype != "all":
+        options.names(args.dtype, PRECISIONS, "dtype")
 
 
 def run(args) -> int:
     from harness import ceilings, views
     from harness.envinfo import capture
+    from harness.memory import available_bytes
     from harness.records import RECORDS_FILE, new_run_id
     from workloads.choices import PRECISIONS
     from workloads.errors import UserError
+    from workloads.micro import model_matmul_shapes, projection_sizes
     from workloads.precision import check_supported, parse_precision, resolve_device
 
     device = resolve_device(args.device)
@@ -50,12 +93,29 @@ def run(args) -> int:
         precisions = [parse_precision(name) for name in options.names(args.dtype, PRECISIONS, "dtype")]
         for precision in precisions:
             check_supported(precision, device)
+    shapes = []
+    if args.model:
+        from workloads.presets import resolve_model
+
+        shapes = model_matmul_shapes(*projection_sizes(resolve_model(args.model).config), args.tokens)
+    largest = max(args.buffer_mb or [0])
+    if largest and 3 * (largest << 20) > available_bytes(device):
+        raise UserError(f"--buffer-mb {largest}: triad needs three buffers, {3 * largest} MiB, more "
+                        f"than the {available_bytes(device) >> 20} MiB free on {device}")
     options.check_writable(args.out)
     env = capture(device)
     records = ceilings.measure(device, precisions, new_run_id(), env,
-                               args.buffer_mb << 20 if args.buffer_mb else None, args.matmul_n, out=args.out)
+                               buffer_bytes=[mb << 20 for mb in args.buffer_mb] if args.buffer_mb else None,
+                               matmul_n=args.matmul_n, matmul_shapes=shapes, out=args.out)
     spec = ceilings.spec_for(env["device_name"])
+    kinds = ceilings.best_per_kind(records)
     print(f"{env['device_name']}" + (f" (spec: {spec.name})" if spec else " (no spec entry: measured values only)"))
-    print(views.peak_table(records, spec))
+    print(views.peak_table([best for best, _ in kinds], spec))
+    print("\nbest of every call at every size; the spread is the best size's:")
+    for best, group in kinds:
+        print("  " + spread_line(best, group))
+    fingerprint = ceilings.fingerprint(device, env)
+    print("fingerprint (other commands measure again when it changes): "
+          + ", ".join(f"{k}={v}" for k, v in fingerprint.items()))
     print(f"\nrecords: {args.out / RECORDS_FILE}")
     return 0 if all(r["status"] == "ok" for r in records) else 1

@@ -56,10 +56,13 @@ MIN_REPEATS, MAX_REPEATS = 3, 200
 FIT_FRACTION = 0.7  # variants run together when their footprints fit in this much of the free memory
 
 
+CPU_OOM = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
+
+
 def describe_failure(exc: BaseException) -> tuple[str, str]:
-    """(status, error) of a point that raised: ``oom`` with PyTorch's first line, else ``failed``
-    with the last lines of the traceback."""
-    if isinstance(exc, torch.OutOfMemoryError):
+    """(status, error) of a point that raised: ``oom`` with the first line of the error for a GPU or host
+    allocation that failed, else ``failed`` with the last lines of the traceback."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or any(m in str(exc) for m in CPU_OOM):
         return "oom", str(exc).splitlines()[0] if str(exc) else "out of memory"
     tail = "".join(traceback.format_exception(exc)[-3:]).strip()
     return "failed", tail

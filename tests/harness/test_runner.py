@@ -195,3 +195,11 @@ def test_auto_repeats_stop_once_the_interval_is_narrow():
     [record] = runner.run([noisy], "run", {}, progress=False)
     assert len(log) > runner.MIN_REPEATS
     assert any(w.startswith("noisy: tokens_per_s") for w in record["warnings"])
+
+
+@pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. "
+                                                             "DefaultCPUAllocator: can't allocate memory: you tried "
+                                                             "to allocate 8000000000 bytes")])
+def test_a_host_allocation_failure_is_oom(exc):
+    assert runner.describe_failure(exc)[0] == "oom"
+    assert runner.describe_failure(RuntimeError("shape mismatch"))[0] == "failed"

@@ -1,7 +1,8 @@
 """``llmbench compare``: regression check of NEW against BASELINE (or a TOML reference); side by side.
 
-The matching, thresholds and references are ``harness.compare``'s; this module
-reads the command line, prints, and sets the exit code (1 on a regression).
+The matching, the significance test, thresholds and references are
+``harness.compare``'s; this module reads the command line, prints, and sets the
+exit code (1 on a regression, 2 on bad input).
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from harness.compare import DEFAULT_METRICS
 def add_parser(sub) -> None:
     c = sub.add_parser(
         "compare", help="compare runs (or a TOML reference) point by point; exit 1 on a regression",
-        description="Match the records of BASELINE and NEW by their point and print each metric's change. Exit "
-                    "code 1 when any metric regresses by more than the threshold (or leaves a TOML reference's "
-                    "range), 0 otherwise, 2 for bad input. With --side-by-side, one table of the same points "
-                    "across every environment (device and host) found in the inputs.",
+        description="Match the records of BASELINE and NEW by their point and give each metric a verdict: "
+                    "regression, improvement or no significant change. A change is a regression only when it is "
+                    "statistically significant (Mann-Whitney p < 0.05 and the 95% bootstrap CI of the ratio of "
+                    "medians excludes 1, on the samples the records keep) AND beyond --threshold in the worse "
+                    "direction; records without samples are checked against the threshold only. Exit code 1 on "
+                    "any regression (or a value outside a TOML reference's range), 0 otherwise, 2 for bad input. "
+                    "With --side-by-side, one table of the same points across every environment (device and "
+                    "host) found in the inputs.",
     )
     c.add_argument("inputs", nargs="+", type=Path, metavar="RESULTS",
                    help="BASELINE NEW: results folders, records files, or a reference .toml as BASELINE; "
@@ -27,7 +32,9 @@ def add_parser(sub) -> None:
                    help="metric to compare (repeatable or comma-separated; from metrics, derived or telemetry); "
                         f"default: those of {', '.join(DEFAULT_METRICS)} the records have. Metrics not known "
                         "to llmbench need :higher or :lower")
-    c.add_argument("--threshold", default="5%", help="allowed change in the worse direction, in percent")
+    c.add_argument("--threshold", default="5%",
+                   help="smallest change that counts, in percent (default 5%%): a significant change within it is "
+                        "no significant change")
     c.add_argument("--side-by-side", action="store_true", help="one column per environment instead of a check")
 
 
@@ -54,7 +61,7 @@ def run(args) -> int:
     else:
         rows, failed, notes = compare.compare_runs(compare.read(base_path), new, metrics, threshold)
         print(compare.check_table(rows))
-        notes.insert(0, f"threshold {100 * threshold:g}% in the worse direction")
+        notes.insert(0, compare.rule(threshold))
     for note in notes:
         print(note)
     if failed:

@@ -55,3 +55,20 @@ def test_module_entry_point(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "harness", "decode", "--model", "nope"], capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_a_record_that_missed_the_records_file_makes_the_command_exit_1(tmp_path, monkeypatch, capsys):
+    from harness import records
+
+    def run(args):
+        def refuse(*a):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(records.os, "write", refuse)
+        monkeypatch.setattr(records, "RETRY_DELAY_S", 0)
+        records.append_record(tmp_path / "records.jsonl", records.make_record(run_id="r", point={}))
+        return 0
+
+    monkeypatch.setattr(cli.COMMANDS["env"], "run", run)
+    assert cli.main(["env"]) == 1
+    assert "did not reach" in capsys.readouterr().err

@@ -4,11 +4,22 @@ Buffers are filled with random values (never zeros) and are far larger than any
 cache for the bandwidth tests. Each is a workload (``workloads.workload``) with
 one point per size, timed by ``harness.runner`` like every other workload; its
 records are the ceilings (``harness.ceilings``).
+
+A ceiling is what the device *can* do, so a record's rate (``achieved_gbps``,
+``achieved_tflops``) comes from its shortest call (the runner's ``time_ms_min``),
+not from the median: on a shared machine the median also measures the
+neighbours. The spread stays beside it, as the rates at other times of the same
+calls (the cost's phases): ``median_gbps`` / ``median_tflops`` at the median time,
+``p10_*`` at the p90 time (the slow tenth) and ``p90_*`` at the p10 time.
+
+Matmuls run at a square size and at the shapes models run: ``model_matmul_shapes``
+gives a model's projection shapes at prefill and decode token counts, because a
+skinny decode product or a wide prefill one is not the square one's rate.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -16,19 +27,54 @@ from workloads import cost
 from workloads.precision import PRECISIONS, Precision
 from workloads.workload import Calls
 
+BEST_TIME = "time_ms_min"  # the runner's shortest call: what a ceiling's rate is timed by
+SPREAD_TIMES = {"median": "time_ms", "p10": "time_ms_p90", "p90": "time_ms_p10"}  # rate percentile -> its time
+
+
 @dataclass(frozen=True)
 class MicroPoint:
-    """Bytes per bandwidth buffer (copy, triad) or the matmul side ``n`` (an n x n x n product)."""
+    """Bytes per bandwidth buffer (copy, triad), or a matmul ``C[m,n] = A[m,k] @ B[k,n]`` with
+    ``m = size``; ``n`` and ``k`` default to ``size`` (the square product)."""
 
     size: int
+    n: int | None = None
+    k: int | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The matmul's (m, n, k)."""
+        return self.size, self.n or self.size, self.k or self.size
+
+
+def projection_sizes(config) -> tuple[int, int]:
+    """(hidden, intermediate) of a Hugging Face model config: ``hidden_size`` and the MLP width
+    (``intermediate_size``; ``ffn_dim`` in OPT; ``n_inner`` or 4x hidden in GPT-2)."""
+    hidden = config.hidden_size
+    for name in ("intermediate_size", "ffn_dim", "n_inner"):
+        value = getattr(config, name, None)
+        if value:
+            return hidden, value
+    return hidden, 4 * hidden
+
+
+def model_matmul_shapes(hidden: int, intermediate: int, tokens) -> list[tuple[int, int, int]]:
+    """The (m, n, k) products a decoder's projections run for each token count in ``tokens``
+    (prefill: batch x prompt; decode: batch): a hidden -> hidden projection (attention's q/o)
+    and the MLP's hidden -> intermediate one. The MLP's way back has the same FLOPs and bytes, so
+    it is left out. Duplicates are dropped, order kept."""
+    shapes = [(t, n, k) for t in tokens for n, k in ((hidden, hidden), (intermediate, hidden))]
+    return list(dict.fromkeys(shapes))
 
 
 class MicroWorkload:
-    """``kind`` (copy, triad or matmul) on ``device`` at one or more sizes; copy and triad run in fp32."""
+    """``kind`` (copy, triad or matmul) on ``device`` at one or more sizes; copy and triad run in fp32.
+    ``fingerprint``: the environment the ceilings belong to (``harness.ceilings.fingerprint``),
+    stored in every record so that ceilings of another setup are never mixed in."""
 
     def __init__(self, kind: str, device: torch.device, points: list[MicroPoint],
-                 precision: Precision = PRECISIONS["fp32"]):
+                 precision: Precision = PRECISIONS["fp32"], fingerprint: dict | None = None):
         self.kind, self.device, self.points, self.precision = kind, device, points, precision
+        self.fingerprint = fingerprint
 
     def setup(self) -> None:
         pass
@@ -41,10 +87,13 @@ class MicroWorkload:
 
     def fields(self, point: MicroPoint) -> dict:
         p = self.precision
-        size = ({"m": point.size, "n": point.size, "k": point.size} if self.kind == "matmul"
-                else {"elements": self._elements(point)})
+        if self.kind == "matmul":
+            size = dict(zip("mnk", point.shape))
+        else:
+            size = {"elements": self._elements(point), "buffer_bytes": self._elements(point) * 4}
+        fingerprint = {"fingerprint": self.fingerprint} if self.fingerprint is not None else {}
         return {"workload": self.kind, "dtype": p.name, "weights_dtype": p.dtype_name,
-                "matmul_precision": p.matmul_precision, "device": str(self.device), **size}
+                "matmul_precision": p.matmul_precision, "device": str(self.device), **size, **fingerprint}
 
     def region(self, point: MicroPoint) -> Calls:
         device = self.device
@@ -59,14 +108,18 @@ class MicroWorkload:
             return Calls(lambda: torch.add(b, c, alpha=3.0, out=a))
         # ``a @ b.T`` through ``F.linear``, the call every projection of a model makes (on CPUs without
         # native bf16 it takes the oneDNN path, which plain ``torch.matmul`` does not)
-        n, dtype = point.size, self.precision.dtype
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
+        (m, n, k), dtype = point.shape, self.precision.dtype
+        a = torch.randn(m, k, device=device, dtype=dtype)
+        b = torch.randn(n, k, device=device, dtype=dtype)
         return Calls(lambda: torch.nn.functional.linear(a, b))
 
     def cost(self, point: MicroPoint) -> cost.Cost:
+        """The work of one call, timed by the shortest call, with the spread's times as phases."""
         if self.kind == "copy":
-            return cost.copy(self._elements(point), 4)
-        if self.kind == "triad":
-            return cost.triad(self._elements(point), 4)
-        return cost.matmul(point.size, point.size, point.size, self.precision.bytes_per_element)
+            work = cost.copy(self._elements(point), 4)
+        elif self.kind == "triad":
+            work = cost.triad(self._elements(point), 4)
+        else:
+            work = cost.matmul(*point.shape, self.precision.bytes_per_element)
+        phases = {name: replace(work, timed_by=time) for name, time in SPREAD_TIMES.items()}
+        return replace(work, timed_by=BEST_TIME, phases=phases)

@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
     options.add_device(pk)
     pk.add_argument("--dtype", default="all", help="matmul precisions; all = every one this device supports")
     pk.add_argument("--buffer-mb", type=options.int_list, default=None, metavar=options.INT_LIST,
-                    help="MiB per bandwidth buffer, each size tried (default 256,1024,2048 on GPU, 64,128,256 on CPU)")
+                    help="MiB per bandwidth buffer, each size tried (default: from 4x the last-level cache, at least 256 "
+                         "MiB on GPU and 64 on CPU, then 4x and 8x that on GPU, 1.5x and 2x on CPU)")
     pk.add_argument("--matmul-n", type=options.positive_int, default=None,
                     help="square matmul side (default 8192 GPU, 1024 CPU)")
     pk.add_argument("--model", default=None,

@@ -100,6 +100,7 @@ def run(args) -> int:
     from harness.envinfo import capture, device_name
     from harness.records import RECORDS_FILE, new_run_id
     from workloads.decode import DecodeWorkload
+    from workloads.micro import model_matmul_shapes, projection_sizes
     from workloads.precision import resolve_device
 
     device = resolve_device(args.device)
@@ -109,7 +110,12 @@ def run(args) -> int:
     print(f"llmbench decode: {spec.name} on {device} ({device_name(device)}), "
           f"{', '.join(p.name for p in precisions)}, {len(points)} point(s)", file=sys.stderr)
     run_id, env = new_run_id(), capture(device)
-    known = ceilings.stored_or_measured(args.out, device, precisions, run_id, env) if args.ceilings else None
+    known = None
+    if args.ceilings:  # ceilings at the shapes this model runs: prefill (batch x prompt) and decode (batch) tokens
+        tokens = sorted({p.batch_size * p.prompt_len for p in points} | {p.batch_size for p in points})
+        known = ceilings.stored_or_measured(
+            args.out, device, precisions, run_id, env, remeasure=args.remeasure,
+            matmul_shapes=model_matmul_shapes(*projection_sizes(spec.config), tokens))
     workloads = [DecodeWorkload(spec, precision, device, args.attn, generation, args.seed, engine, points,
                                 args.warmup, args.repeats, args.max_time)
                  for precision in precisions for engine in engines]

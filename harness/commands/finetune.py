@@ -93,6 +93,7 @@ def run(args) -> int:
     from harness.envinfo import capture, device_name
     from harness.records import RECORDS_FILE, append_record, new_run_id
     from workloads.finetune import Dist, FinetuneWorkload
+    from workloads.micro import model_matmul_shapes, projection_sizes
     from workloads.precision import resolve_device
 
     dist = Dist.from_env()
@@ -114,7 +115,10 @@ def run(args) -> int:
     if not dist.main:
         return 0 if record["status"] == "ok" else 1
     if record["status"] == "ok" and args.ceilings:
-        known = ceilings.stored_or_measured(args.out, device, [precision], run_id, env)
+        tokens = [point.batch_size * point.seq_len]
+        known = ceilings.stored_or_measured(
+            args.out, device, [precision], run_id, env, remeasure=args.remeasure,
+            matmul_shapes=model_matmul_shapes(*projection_sizes(spec.config), tokens))
         record = roofline.with_ceilings(record, known)
     append_record(args.out / RECORDS_FILE, record)
     print(views.finetune_table([record]))

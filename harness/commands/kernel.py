@@ -169,7 +169,8 @@ def run(args) -> int:
           file=sys.stderr)
     run_id, env = new_run_id(), capture(device)
     precisions = list(dict.fromkeys(p for p, _ in sweep))
-    known = ceilings.stored_or_measured(args.out, device, precisions, run_id, env) if args.ceilings else None
+    known = ceilings.stored_or_measured(args.out, device, precisions, run_id, env,
+                                        remeasure=args.remeasure) if args.ceilings else None
     workloads = [KernelWorkload(args.kernel, precision, device, [pt for p, pt in sweep if p == precision], args.seed)
                  for precision in precisions]
     records = runner.run(workloads, run_id, env, out=args.out, ceilings=known, progress=args.progress,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import cli
+from harness import ceilings, cli
 from harness.envinfo import capture
 from harness.records import RECORDS_FILE, append_record, make_record, read_records
 
@@ -39,11 +39,13 @@ def check_metrics(r: dict, steps: int) -> None:
 
 def test_lean_learns_and_mfu_comes_from_the_stored_ceiling(tmp_path, capsys):
     env = capture(torch.device("cpu"))
+    same = ceilings.fingerprint(torch.device("cpu"), env)  # ceilings of this very setup are reused
     append_record(tmp_path / RECORDS_FILE, make_record(
-        run_id="p", point={"workload": "matmul", "dtype": "fp32"},
+        run_id="p", point={"workload": "matmul", "dtype": "fp32", "fingerprint": same},
         derived={"achieved_gbps": 0.0, "achieved_tflops": 0.5}, env=env))
     append_record(tmp_path / RECORDS_FILE, make_record(
-        run_id="p", point={"workload": "copy", "dtype": "fp32"}, derived={"achieved_gbps": 20.0}, env=env))
+        run_id="p", point={"workload": "copy", "dtype": "fp32", "fingerprint": same},
+        derived={"achieved_gbps": 20.0}, env=env))
     assert cli.main([*TINY, "--model", "tiny-llama", "--dtype", "fp32", "--out", str(tmp_path)]) == 0
     r = [r for r in read_records([tmp_path]) if r["workload"] == "finetune"]
     assert len(r) == 1
@@ -126,7 +128,7 @@ def test_torchrun_two_cpu_processes_write_one_record(tmp_path):
     (["--batch-size", "0"], "argument --batch-size: must be at least 1"),
     (["--steps", "0"], "argument --steps: must be at least 1"),
     (["--compile", "--warmup-steps", "0"], "--compile needs --warmup-steps"),
-    (["--lr", "0"], "--lr must be positive"),
+    (["--lr", "0"], "--lr must be a positive finite number"),
     (["--model", "tiny-lama"], "Did you mean tiny-llama"),
 ])
 def test_bad_input_exits_2_with_one_clear_line(tmp_path, capsys, args, message):

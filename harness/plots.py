@@ -1,7 +1,8 @@
 """Report figures (matplotlib, headless): roofline, precision comparison, scaling, devices.
 
 Every figure is saved as PNG and SVG; functions return the file stem they wrote,
-or None when the records hold nothing for that figure.
+or None when the records hold nothing for that figure. A point above its
+measured roof (an impossible value: re-run ``llmbench peak``) gets a red ring.
 """
 
 from __future__ import annotations
@@ -15,11 +16,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from harness.roofline import OVERHEAD_BELOW, PEAK_HINT, ROUNDOFF, above_roof  # noqa: E402
 from harness.views import decode_label  # noqa: E402
 from workloads.choices import ATTENTION_MODES, PRECISIONS  # noqa: E402
 
 COLORS = {"fp32": "#1f77b4", "tf32": "#9467bd", "bf16": "#2ca02c", "fp16": "#ff7f0e"}
 ORDER = list(PRECISIONS)
+IMPOSSIBLE = "#d62728"  # the ring around a point above its measured roof
+
+
+def _ring(ax, xs, ys, label=None) -> None:
+    """Red rings around points that lie above their measured roof."""
+    if xs:
+        ax.scatter(xs, ys, s=190, facecolors="none", edgecolors=IMPOSSIBLE, linewidths=1.8, zorder=4, label=label)
 
 
 def _color(dtype: str) -> str:
@@ -37,7 +46,9 @@ def _save(fig, out: Path, stem: str) -> str:
 
 def roofline(device: str, ceilings, records: list[dict], out: Path, stem: str) -> str | None:
     """Log-log roofline: measured ceiling per precision (solid), spec (dashed), one marker per record
-    for its decode steps (circle) and its prefill (triangle)."""
+    for its decode steps (circle) and its prefill (triangle). A dotted line per precision that has
+    points marks ``OVERHEAD_BELOW`` of the measured roof (points under it are overhead-bound); a red
+    ring marks a point above its measured roof."""
     if not records or not ceilings or not ceilings.copy_gbps:
         return None
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
@@ -55,12 +66,24 @@ def roofline(device: str, ceilings, records: list[dict], out: Path, stem: str) -
             if dtype in ceilings.matmul_tflops:
                 ax.plot(x, np.minimum(peak, spec.mem_gbps * x / 1e3), color=_color(dtype), lw=1, ls="--",
                         label=f"spec {dtype}: {spec.mem_gbps:.0f} GB/s, {peak:.0f} TFLOP/s")
+    shown = [d for d in ORDER if d in ceilings.matmul_tflops and any(r["dtype"] == d for r in records)]
+    for i, dtype in enumerate(shown):
+        roof = np.minimum(ceilings.matmul_tflops[dtype], ceilings.copy_gbps * x / 1e3)
+        ax.plot(x, OVERHEAD_BELOW * roof, color=_color(dtype), lw=0.8, ls=":", alpha=0.8,
+                label=f"{100 * OVERHEAD_BELOW:.0f}% of the measured roof: overhead-bound below" if i == 0 else None)
+    over_x, over_y = [], []
     for r in records:
         d, color = r["derived"], _color(r["dtype"])
-        ax.scatter(d["arithmetic_intensity"], d["achieved_tflops"], color=color, marker="o", s=45, zorder=3,
-                   edgecolor="black", linewidth=0.5, label=f"decode {r['dtype']} {decode_label(r)}")
-        ax.scatter(d["prefill_arithmetic_intensity"], d["prefill_tflops"], color=color, marker="^", s=55,
-                   zorder=3, edgecolor="black", linewidth=0.5, label=f"prefill {r['dtype']} {decode_label(r)}")
+        peak = ceilings.matmul_tflops.get(r["dtype"], float("inf"))
+        for intensity, tflops, marker, size, what in (
+                (d["arithmetic_intensity"], d["achieved_tflops"], "o", 45, "decode"),
+                (d["prefill_arithmetic_intensity"], d["prefill_tflops"], "^", 55, "prefill")):
+            ax.scatter(intensity, tflops, color=color, marker=marker, s=size, zorder=3, edgecolor="black",
+                       linewidth=0.5, label=f"{what} {r['dtype']} {decode_label(r)}")
+            if above_roof(intensity, tflops, peak, ceilings.copy_gbps):
+                over_x.append(intensity)
+                over_y.append(tflops)
+    _ring(ax, over_x, over_y, f"above its measured roof, impossible:\n{PEAK_HINT}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
@@ -159,7 +182,8 @@ IMPL_STYLE = {"triton": ("#d62728", "o"), "sdpa-flash": ("#1f77b4", "s"), "sdpa-
 
 def attention(device: str, records: list[dict], peak_tflops: float | None, out: Path, stem: str) -> str | None:
     """Attention TFLOP/s against sequence length for one precision: one panel per (mode, causal,
-    head dim, heads), one line per implementation, the measured matmul ceiling dashed."""
+    head dim, heads), one line per implementation, the measured matmul ceiling dashed; a point above
+    it gets a red ring and the panel a red note."""
     panels = defaultdict(lambda: defaultdict(list))
     for r in records:
         key = (r["mode"], r["causal"], r["head_dim"], r["heads"], r["kv_heads"])
@@ -178,8 +202,13 @@ def attention(device: str, records: list[dict], peak_tflops: float | None, out: 
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, marker=marker, label=impl)
         if peak_tflops:
             ax.axhline(peak_tflops, color="black", ls="--", lw=1, label="measured matmul peak")
+        over = [p for pts in panels[key].values() for p in pts if peak_tflops and p[1] > peak_tflops * (1 + ROUNDOFF)]
+        _ring(ax, [p[0] for p in over], [p[1] for p in over])
         gqa = "" if heads == kv_heads else f", {heads}/{kv_heads} heads"
         ax.set_title(f"{mode}, {'causal' if causal else 'non-causal'}, head dim {head_dim}{gqa}", fontsize=9)
+        if over:  # said below the axis, where no point or legend can hide it
+            ax.text(0.5, -0.3, "ringed: above the measured peak, impossible: re-run `llmbench peak`",
+                    transform=ax.transAxes, fontsize=7, color=IMPOSSIBLE, ha="center", va="top")
         ax.set_xscale("log", base=2)
         ticks = sorted({p[0] for pts in panels[key].values() for p in pts})
         ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=8)

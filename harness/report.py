@@ -1,10 +1,12 @@
 """Roofline report: records + ceilings -> Markdown, one self-contained HTML file, and plots.
 
 All records under the given folders are read (several machines and runs may be
-mixed), grouped by device, and each decode record's MBU, MFU and bound are
-recomputed against its device's measured ceilings, so ceilings measured after a
-benchmark still explain it. Fine-tune records get a table per device (tokens/s,
-MFU, peak memory, loss at start and end).
+mixed), grouped by device, and each decode, fine-tune and kernel record's MBU,
+MFU, roof fraction, bound and roofline warnings are recomputed against its
+device's measured ceilings, so ceilings measured after a benchmark still explain
+it. Fine-tune records get a table per device (tokens/s, MFU, peak memory, loss at
+start and end). A rate above its measured ceiling is marked '!' in the tables
+and listed under the device's warnings with the hint to re-run ``llmbench peak``.
 """
 
 from __future__ import annotations
@@ -27,14 +29,19 @@ def build(inputs: list[Path], out: Path) -> tuple[Path, Path]:
     ceilings = from_records(records)
     decode, finetune = defaultdict(list), defaultdict(list)
     attention, pytest_benchmarks = defaultdict(list), defaultdict(list)
+    kernels = defaultdict(list)  # attention and decode-attention, for their warnings
     for r in records:
         if r.get("status") != "ok":
             continue
+        if r.get("workload") in ("decode", "finetune", "attention", "decode-attention"):
+            r = roofline.with_ceilings(r, ceilings.get(device_key(r)))
         if r.get("workload") in ("decode", "finetune"):
             group = decode if r["workload"] == "decode" else finetune
-            group[device_key(r)].append(roofline.with_ceilings(r, ceilings.get(device_key(r))))
-        elif r.get("workload") == "attention":
-            attention[device_key(r)].append(r)
+            group[device_key(r)].append(r)
+        elif r.get("workload") in ("attention", "decode-attention"):
+            kernels[device_key(r)].append(r)
+            if r["workload"] == "attention":
+                attention[device_key(r)].append(r)
         elif r.get("workload") == pytest_bench.WORKLOAD:
             pytest_benchmarks[device_key(r)].append(r)
     figures = out / "plots"
@@ -42,7 +49,9 @@ def build(inputs: list[Path], out: Path) -> tuple[Path, Path]:
           f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(records)} records in "
           f"{', '.join(map(str, inputs))}. Decimal units (1 GB/s = 1e9 B/s). MBU and MFU divide by the measured "
           "ceilings (`llmbench peak`); % spec divides by the datasheet. Bytes per decode step = weights + KV read "
-          "+ KV written.", ""]
+          f"+ KV written. {BOUND_SENTENCE} A value marked '!' lies above its measured ceiling, which is impossible: "
+          f"{roofline.PEAK_HINT}.",
+          ""]
     sections = []  # (heading, markdown body, html body) per block, rendered to both formats
     failed = [r for r in records if r.get("status") not in ("ok", None)]
     devices = set(ceilings) | set(decode) | set(finetune) | set(attention) | set(pytest_benchmarks)
@@ -54,12 +63,14 @@ def build(inputs: list[Path], out: Path) -> tuple[Path, Path]:
                        ("table", views.ceiling_rows(c), views.CEILING_COLUMNS)]
         else:
             blocks += [("p", "No ceilings measured for this device: run `llmbench peak` on it for MBU/MFU.")]
+        blocks += warning_blocks([*rs, *finetune.get(device, []), *kernels.get(device, [])])
         for dtype in sorted({r["dtype"] for r in rs}, key=lambda d: plots.ORDER.index(d) if d in plots.ORDER else 9):
             rows = [views.decode_row(r) for r in rs if r["dtype"] == dtype]
-            blocks += [("h3", f"Decode, {dtype}"), ("table", rows, views.DECODE_COLUMNS)]
+            blocks += [("h3", f"Decode, {dtype}"), ("table", rows, views.DECODE_COLUMNS), *notes(rows)]
         if finetune.get(device):
+            rows = views.finetune_report_rows(finetune[device])
             blocks += [("h3", "Fine-tune"), ("p", views.FINETUNE_NOTE),
-                       ("table", views.finetune_report_rows(finetune[device]), views.FINETUNE_REPORT_COLUMNS)]
+                       ("table", rows, views.FINETUNE_REPORT_COLUMNS), *notes(rows)]
         explanation = views.bf16_vs_fp32(rs)
         if explanation:
             blocks += [("h3", "bf16 vs fp32"), ("p", explanation)]
@@ -110,6 +121,34 @@ def build(inputs: list[Path], out: Path) -> tuple[Path, Path]:
     md_path.write_text("\n".join(md))
     html_path.write_text(HTML.format(body="\n".join(html_parts), intro=htmlmod.escape(md[2])))
     return md_path, html_path
+
+
+BOUND_SENTENCE = (
+    f"Bound: a point reaching under {100 * roofline.OVERHEAD_BELOW:.0f}% of the roof at its arithmetic intensity, "
+    "min(matmul peak, intensity x copy bandwidth), is overhead-bound (launch, host and framework time); otherwise "
+    "it is memory-bound below the ridge point (matmul FLOP/s over copy bandwidth) and compute-bound above it; "
+    "% roof is the fraction reached.")
+
+
+def notes(rows: list[dict]) -> list[tuple]:
+    """The line under a report table that explains its '!' marks, when it has any (the bound labels are
+    explained once, in the introduction)."""
+    return [("p", line) for line in views.roof_notes(rows, explain_bound=False)]
+
+
+def warning_blocks(records: list[dict]) -> list[tuple]:
+    """A device's warnings: rates above a measured ceiling (with the hint, once), then the rest (noise,
+    drift), one line per record and warning."""
+    impossible, other = views.roofline_warnings(records), views.other_warnings(records)
+    if not impossible and not other:
+        return []
+    blocks = [("h3", "Warnings")]
+    if impossible:
+        blocks.append(("p", f"Rates above a measured ceiling, impossible: {roofline.PEAK_HINT}.\n"
+                            + "\n".join(f"- {line}" for line in impossible)))
+    if other:
+        blocks.append(("p", "\n".join(f"- {line}" for line in other)))
+    return blocks
 
 
 HTML = """<!doctype html>

@@ -11,12 +11,101 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from harness.roofline import OVERHEAD_BELOW, PEAK_HINT, ROUNDOFF, WARNING_PREFIX
 from harness.tables import render
 from workloads.choices import ATTENTION_IMPLS, ATTENTION_MODES, PRECISIONS
 
 
+class Impossible(float):
+    """A percentage above its measured ceiling: formats with a trailing '!' in every table."""
+
+    def __format__(self, spec: str) -> str:
+        return (float.__format__(self, spec) if spec else float.__repr__(self)) + "!"
+
+    def __str__(self) -> str:
+        return format(self, "")
+
+
 def _pct(value):
     return None if value is None else 100 * value
+
+
+def _util(value):
+    """MBU or MFU as a percentage, marked when it lies above its measured ceiling (over 100%)."""
+    if value is None:
+        return None
+    return Impossible(100 * value) if value > 1 + ROUNDOFF else 100 * value
+
+
+IMPOSSIBLE_NOTE = f"! above its measured ceiling, which is impossible: {PEAK_HINT}."
+BOUND_NOTE = (f"bound: memory or compute by the measured ridge point (matmul FLOP/s over copy bandwidth); overhead "
+              f"when the point reaches under {100 * OVERHEAD_BELOW:.0f}% of the roof at its arithmetic intensity, "
+              "min(matmul peak, intensity x copy bandwidth): launch, host and framework time dominate.")
+
+
+MAX_WARNING_LINES = 10  # under a terminal table; the rest stay in the records
+
+
+def roof_notes(rows: list[dict], records: list[dict] = (), explain_bound: bool = True) -> list[str]:
+    """The lines under a table: what '!' means, when a value carries it or a record of the table has a
+    rate above its ceiling (each such warning listed, up to ``MAX_WARNING_LINES``), and what the
+    bound labels mean when one shows ``overhead`` (unless ``explain_bound`` is off: the report says
+    it once)."""
+    values = [v for row in rows for v in row.values()]
+    warned = roofline_warnings(records, record_label)
+    notes = []
+    if warned or any(isinstance(v, Impossible) for v in values):
+        notes.append(IMPOSSIBLE_NOTE)
+        notes += [f"  {line}" for line in warned[:MAX_WARNING_LINES]]
+        if len(warned) > MAX_WARNING_LINES:
+            notes.append(f"  ... and {len(warned) - MAX_WARNING_LINES} more (each record's warnings)")
+    if explain_bound and "overhead" in values:
+        notes.append(BOUND_NOTE)
+    return notes
+
+
+def record_label(r: dict) -> str:
+    """A record named in a few words: workload, implementation or engine, precision and point."""
+    w, g = r.get("workload"), r.get
+    if w == "decode":
+        engine = f" {g('engine')}" if g("engine") else ""
+        return f"decode {g('model')} {g('dtype')}{engine} b{g('batch_size')} p{g('prompt_len')} n{g('new_tokens')}"
+    if w == "finetune":
+        trainer = f" {g('trainer')}" if g("trainer") else ""
+        return f"finetune {g('model')}{trainer} {g('dtype')} b{g('batch_size')} seq {g('seq_len')}"
+    if w == "attention":
+        causal = "causal" if g("causal") else "non-causal"
+        return (f"attention {g('attn')} {g('dtype')} {g('mode')} {causal} head dim {g('head_dim')} "
+                f"heads {g('heads')}/{g('kv_heads')} seq {g('seq_len')} b{g('batch_size')}")
+    if w == "decode-attention":
+        return (f"decode-attention {g('attn')} {g('dtype')} b{g('batch_size')} context {g('context')} "
+                f"heads {g('heads')}/{g('kv_heads')} head dim {g('head_dim')}")
+    return " ".join(str(x) for x in (w, g("model") or g("name"), g("dtype")) if x)
+
+
+def roofline_warnings(records: list[dict], label=record_label) -> list[str]:
+    """One line per distinct roofline warning (rate above a measured ceiling), naming the record by
+    ``label(record)``; the hint to re-run ``llmbench peak`` is left to the caller, said once."""
+    out = []
+    for r in records:
+        for w in r.get("warnings") or []:
+            if w.startswith(WARNING_PREFIX):
+                text = w.removeprefix(WARNING_PREFIX).removesuffix(f"; {PEAK_HINT}")
+                line = f"{label(r)}: {text}"
+                if line not in out:
+                    out.append(line)
+    return out
+
+
+def other_warnings(records: list[dict], label=record_label) -> list[str]:
+    """One line per distinct warning that is not the roofline's (noise, drift), naming the record."""
+    out = []
+    for r in records:
+        for w in r.get("warnings") or []:
+            line = f"{label(r)}: {w}"
+            if not w.startswith(WARNING_PREFIX) and line not in out:
+                out.append(line)
+    return out
 
 
 def _precision_order(dtype: str) -> int:
@@ -71,23 +160,24 @@ def decode_table(records: list[dict]) -> str:
             "speedup": rate / baseline[key] if rate is not None else None,
             "mem": m["peak_mem_bytes"] / 1e9 if "peak_mem_bytes" in m else None,
             "mb_step": c["bytes_per_step"] / 1e6 if "bytes_per_step" in c else None,
-            "mbu": _pct(d.get("mbu")), "bound": d.get("bound"),
+            "mbu": _util(d.get("mbu")), "bound": d.get("bound"),
         })
     engine = [("engine", "engine", "")] if len({r.get("engine") for r in records}) > 1 else []
-    return render(rows, [
+    table = render(rows, [
         ("model", "model", ""), ("dtype", "dtype", ""), *engine, ("batch", "batch", "d"), ("prompt", "prompt", "d"),
         ("new", "new", "d"), ("tok_s", "tok/s", ".2f"), ("speedup", "speedup", ".2f"),
         ("ttft", "TTFT ms", ".1f"), ("tpot50", "TPOT p50 ms", ".2f"), ("tpot90", "TPOT p90 ms", ".2f"),
         ("mb_step", "MB/step", ".1f"), ("gbps", "GB/s", ".2f"), ("mbu", "% peak BW", ".1f"),
         ("bound", "bound", ""), ("mem", "peak mem GB", ".2f"), ("status", "status", ""),
     ])
+    return "\n".join([table, *roof_notes(rows, records)])
 
 
 DECODE_COLUMNS = [
     ("model", "model", ""), ("batch_size", "batch", "d"), ("prompt_len", "prompt", "d"), ("new_tokens", "new", "d"),
     ("tokens_per_s", "tok/s", ".2f"), ("ttft_ms", "TTFT ms", ".1f"), ("tpot_ms", "TPOT p50 ms", ".2f"),
     ("gbps", "GB/s", ".1f"), ("pct_bw", "% meas. BW", ".1f"), ("pct_bw_spec", "% spec BW", ".1f"),
-    ("tflops", "TFLOP/s", ".3f"), ("mfu", "MFU %", ".2f"), ("bound", "bound", ""),
+    ("tflops", "TFLOP/s", ".3f"), ("mfu", "MFU %", ".2f"), ("roof", "% roof", ".1f"), ("bound", "bound", ""),
     ("prefill_mfu", "prefill MFU %", ".1f"), ("prefill_bound", "prefill bound", ""),
 ]
 
@@ -98,9 +188,10 @@ def decode_row(r: dict) -> dict:
     return {
         "model": r["model"], "batch_size": r["batch_size"], "prompt_len": r["prompt_len"],
         "new_tokens": r["new_tokens"], "tokens_per_s": m["tokens_per_s"], "ttft_ms": m["ttft_ms"],
-        "tpot_ms": m["tpot_ms_p50"], "gbps": d["achieved_gbps"], "pct_bw": _pct(d.get("mbu")),
-        "pct_bw_spec": _pct(d.get("mbu_spec")), "tflops": d["achieved_tflops"], "mfu": _pct(d.get("mfu")),
-        "bound": d.get("bound"), "prefill_mfu": _pct(d.get("prefill_mfu")), "prefill_bound": d.get("prefill_bound"),
+        "tpot_ms": m["tpot_ms_p50"], "gbps": d["achieved_gbps"], "pct_bw": _util(d.get("mbu")),
+        "pct_bw_spec": _pct(d.get("mbu_spec")), "tflops": d["achieved_tflops"], "mfu": _util(d.get("mfu")),
+        "roof": _util(d.get("roof_fraction")), "bound": d.get("bound"), "prefill_mfu": _util(d.get("prefill_mfu")),
+        "prefill_bound": d.get("prefill_bound"),
     }
 
 
@@ -153,14 +244,15 @@ def finetune_rows(records: list[dict]) -> list[dict]:
             "model": r["model"], "trainer": r.get("trainer"), "dtype": r["dtype"], "batch": r.get("batch_size"),
             "seq": r.get("seq_len"), "accum": r.get("grad_accum"), "world": r.get("world_size"),
             "tok_s": m.get("tokens_per_s"), "samples_s": m.get("samples_per_s"), "p50": m.get("step_ms_p50"),
-            "p90": m.get("step_ms_p90"), "tflops": d.get("achieved_tflops"), "mfu": _pct(d.get("mfu")),
+            "p90": m.get("step_ms_p90"), "tflops": d.get("achieved_tflops"), "mfu": _util(d.get("mfu")),
             "mem": m["peak_mem_bytes"] / 1e9 if "peak_mem_bytes" in m else None, "loss": loss, "status": r["status"],
         })
     return rows
 
 
 def finetune_table(records: list[dict]) -> str:
-    return render(finetune_rows(records), FINETUNE_COLUMNS)
+    rows = finetune_rows(records)
+    return "\n".join([render(rows, FINETUNE_COLUMNS), *roof_notes(rows, records)])
 
 
 def finetune_report_rows(records: list[dict]) -> list[dict]:
@@ -190,15 +282,16 @@ def attention_table(records: list[dict]) -> str:
             "impl": r["attn"], "dtype": r["dtype"], "mode": r["mode"], "causal": "yes" if r["causal"] else "no",
             "head_dim": r["head_dim"], "heads": f"{r['heads']}/{r['kv_heads']}", "seq": r["seq_len"],
             "batch": r["batch_size"], "ms": ms, "tflops": d.get("achieved_tflops"),
-            "vs_flash": base / ms if base and ms else None, "mfu": _pct(d.get("mfu")), "status": _status(r),
+            "vs_flash": base / ms if base and ms else None, "mfu": _util(d.get("mfu")), "bound": d.get("bound"),
+            "status": _status(r),
         })
     table = render(rows, [
         ("impl", "impl", ""), ("dtype", "dtype", ""), ("mode", "mode", ""), ("causal", "causal", ""),
         ("head_dim", "head dim", "d"), ("heads", "heads/kv", ""), ("seq", "seq", "d"), ("batch", "batch", "d"),
         ("ms", "median ms", ".3f"), ("tflops", "TFLOP/s", ".4g"), ("vs_flash", "x sdpa-flash", ".2f"),
-        ("mfu", "% matmul peak", ".1f"), ("status", "status", ""),
+        ("mfu", "% matmul peak", ".1f"), ("bound", "bound", ""), ("status", "status", ""),
     ])
-    return "\n".join([table, *_skipped_notes(records)])
+    return "\n".join([table, *roof_notes(rows, records), *_skipped_notes(records)])
 
 
 def decode_attention_table(records: list[dict]) -> str:
@@ -217,14 +310,16 @@ def decode_attention_table(records: list[dict]) -> str:
             "impl": r["attn"], "dtype": r["dtype"], "batch": r["batch_size"], "context": r["context"],
             "heads": f"{r['heads']}/{r['kv_heads']}", "head_dim": r["head_dim"],
             "us": ms * 1e3 if ms else None, "gbps": d.get("achieved_gbps"),
-            "mbu": _pct(d.get("mbu")), "vs_sdpa": base / ms if base and ms else None, "status": _status(r),
+            "mbu": _util(d.get("mbu")), "vs_sdpa": base / ms if base and ms else None, "bound": d.get("bound"),
+            "status": _status(r),
         })
     table = render(rows, [
         ("impl", "impl", ""), ("dtype", "dtype", ""), ("batch", "batch", "d"), ("context", "context", "d"),
         ("heads", "heads/kv", ""), ("head_dim", "head dim", "d"), ("us", "median us", ".1f"),
-        ("gbps", "GB/s", ".1f"), ("mbu", "% peak BW", ".1f"), ("vs_sdpa", "x sdpa", ".2f"), ("status", "status", ""),
+        ("gbps", "GB/s", ".1f"), ("mbu", "% peak BW", ".1f"), ("vs_sdpa", "x sdpa", ".2f"), ("bound", "bound", ""),
+        ("status", "status", ""),
     ])
-    return "\n".join([table, *_skipped_notes(records)])
+    return "\n".join([table, *roof_notes(rows, records), *_skipped_notes(records)])
 
 
 def attention_report_blocks(records: list[dict]) -> list[tuple]:

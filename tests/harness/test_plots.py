@@ -185,3 +185,41 @@ def test_attention_without_a_peak_has_no_peak_line(tmp_path, drawn):
 def test_attention_nothing_to_plot(tmp_path):
     assert plots.attention("H100", [], 600.0, tmp_path, "a") is None
     assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------ points above a measured roof are ringed (issue 13)
+
+
+def rings(ax):
+    """The hollow markers drawn around points above their roof: their (x, y)."""
+    return [tuple(xy) for c in ax.collections if len(c.get_facecolor()) == 0 for xy in c.get_offsets()]
+
+
+def test_roofline_rings_points_above_the_measured_roof(tmp_path, figures):
+    # bf16 roof: min(700 TFLOP/s, I x 3000 GB/s); decode at I = 1 reaches 3 TFLOP/s at most
+    over = decode("bf16", 1, rate=3300.0)  # decode 3.3 TFLOP/s at I = 1: 110% of the 3 TFLOP/s roof
+    under = decode("bf16", 2, rate=990.0)  # I = 2: 0.99 TFLOP/s of a 6 TFLOP/s roof; prefill 9.9 of 700
+    assert plots.roofline("H100", ceilings(), [over, under], tmp_path, "r") == "r"
+    assert_written(tmp_path, "r")
+    (ax,) = figures[0].axes
+    # ringed: over's decode point; its prefill (33 TFLOP/s at I = 128, roof 384) is not
+    assert rings(ax) == [(1.0, pytest.approx(3.3))]
+    assert any(t.startswith("above its measured roof, impossible") and "llmbench peak" in t for t in legend(ax))
+    assert any(t.startswith("30% of the measured roof: overhead-bound below") for t in legend(ax))
+
+
+def test_roofline_rings_nothing_at_99_percent_of_the_roof(tmp_path, drawn):
+    at_99 = decode("bf16", 1, rate=2970.0)  # 2.97 of 3 TFLOP/s
+    assert plots.roofline("H100", ceilings(), [at_99], tmp_path, "r") == "r"
+    ax = drawn[0].axes[0]
+    assert rings(ax) == [] and not any(t.startswith("above its measured roof") for t in legend(ax))
+
+
+def test_attention_rings_points_above_the_measured_peak(tmp_path, figures):
+    records = [attention("triton", seq, t) for seq, t in ((512, 500.0), (1024, 660.0))]  # 660 > 600
+    assert plots.attention("H100", records, 600.0, tmp_path, "a") == "a"
+    assert_written(tmp_path, "a")
+    ax = figures[0].axes[0]
+    assert rings(ax) == [(1024.0, 660.0)]
+    assert legend(ax) == ["triton", "measured matmul peak"]  # the legend stays as it was
+    assert any("above the measured peak" in t.get_text() and "llmbench peak" in t.get_text() for t in ax.texts)

@@ -132,3 +132,64 @@ def test_report_has_a_finetune_table_with_mfu_per_gpu(tmp_path):
     assert "11.900 -> 7.250" in table and "30.00" in table
     cpu_section = md.split("## AMD EPYC (laptop)")[1]
     assert "### Fine-tune" in cpu_section and "| lean | fp32 |" in cpu_section
+
+
+HINT = "re-run `llmbench peak` (ceilings may have been measured under load)"
+
+
+def test_report_marks_impossible_values_lists_warnings_and_explains_the_bound(results, tmp_path):
+    """The fixture's GPU ceilings are 3000 GB/s and 50 TFLOP/s fp32; by hand: fp32 b4 p128 decodes at
+    640 tok/s x 5 GB = 3200 GB/s (MBU 106.7%); fp32 prefill at p1024 does 2.5e9 x 1024 FLOPs in 20 ms =
+    128 TFLOP/s (MFU 256%); bf16 b1 p128 decodes at 300 x 2.5 GB = 750 GB/s: 25% of the roof, overhead."""
+    out = tmp_path / "report"
+    assert cli.main(["report", *map(str, results), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "under 30% of the roof at its arithmetic intensity" in md.split("\n## ")[0]  # said once, up front
+    gpu = md.split("## NVIDIA H100 80GB HBM3")[1].split("\n## ")[0]
+    warnings = gpu.split("### Warnings")[1].split("\n### ")[0]
+    assert f"Rates above a measured ceiling, impossible: {HINT}." in warnings
+    assert ("- decode llama-3.2-1b fp32 b4 p128 n64: decode MBU 106.7% is above the measured copy bandwidth "
+            "(3200 GB/s achieved, ceiling 3000 GB/s): impossible") in warnings.splitlines()
+    assert "- decode llama-3.2-1b fp32 b1 p1024 n64: prefill MFU 256.0% is above the measured matmul rate" in warnings
+    assert "bf16" not in warnings  # every bf16 rate is within its ceilings
+    fp32 = gpu.split("### Decode, fp32")[1].split("\n### ")[0]
+    row = next(line for line in fp32.splitlines() if line.startswith("| llama-3.2-1b | 4 | 128 |"))
+    assert "| 106.7! |" in row and "| memory |" in row
+    row = next(line for line in fp32.splitlines() if line.startswith("| llama-3.2-1b | 4 | 1024 |"))
+    assert "| 256.0! |" in row
+    assert f"! above its measured ceiling, which is impossible: {HINT}." in fp32
+    bf16 = gpu.split("### Decode, bf16")[1].split("\n### ")[0]
+    row = next(line for line in bf16.splitlines() if line.startswith("| llama-3.2-1b | 1 | 128 |"))
+    assert "| 25.0 | overhead |" in row and "!" not in bf16
+    assert "### Warnings" not in md.split("## AMD EPYC (laptop)")[1].split("\n## ")[0]  # no ceilings: no claims
+    html = (out / "report.html").read_text()
+    assert "106.7!" in html and "Rates above a measured ceiling" in html
+
+
+def test_report_recomputes_warnings_from_the_ceilings_it_uses(tmp_path):
+    """A record written against low ceilings carries a roofline warning; the report's ceilings are higher,
+    so the stale warning goes and the runner's noise warning stays."""
+    stale = decode(GPU, "bf16", 1, 128, 300.0)  # 750 GB/s
+    stale["warnings"] = [(f"roofline: decode MBU 500.0% is above the measured copy bandwidth (750 GB/s achieved, "
+                          f"ceiling 150 GB/s): impossible; {HINT}"), "noisy: tokens_per_s varies by 8.0%"]
+    runs = tmp_path / "runs"
+    for rec in [peak(GPU, "copy", "fp32", gbps=1000), peak(GPU, "matmul", "bf16", tflops=750), stale]:
+        append_record(runs / RECORDS_FILE, rec)
+    assert cli.main(["report", str(runs), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "500.0%" not in md and "Rates above a measured ceiling" not in md
+    assert "- decode llama-3.2-1b bf16 b1 p128 n64: noisy: tokens_per_s varies by 8.0%" in md
+    assert "| 75.0 |" in md  # 750 of 1000 GB/s
+
+
+def test_report_lists_kernel_warnings(tmp_path):
+    runs = tmp_path / "runs"
+    append_record(runs / RECORDS_FILE, peak(GPU, "copy", "fp32", gbps=3000))
+    append_record(runs / RECORDS_FILE, peak(GPU, "matmul", "bf16", tflops=750))
+    fast = attention_record("triton", 4096, 0.1)  # 4 x 128 x 16 x 4 x 4096 x 4097 / 2 FLOPs in 0.1 ms: 1100 TFLOP/s
+    append_record(runs / RECORDS_FILE, fast)
+    assert cli.main(["report", str(runs), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    tflops = fast["derived"]["achieved_tflops"]
+    assert f"attention MFU {100 * tflops / 750:.1f}% is above the measured matmul rate" in md
+    assert (tmp_path / "rep" / "plots" / "attention-0-bf16.png").exists()  # with its over-peak point ringed

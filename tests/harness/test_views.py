@@ -83,3 +83,84 @@ def test_not_completed_rows_count_each_reason_once():
     rows = views.not_completed_rows(failed)
     assert [(r["workload"], r["status"], r["points"]) for r in rows] == [("attention", "skipped", 3),
                                                                           ("decode", "oom", 1)]
+
+
+# ------------------------------------------------ impossible values marked, bound labels explained (issue 13)
+
+HINT = "re-run `llmbench peak` (ceilings may have been measured under load)"
+
+
+def test_a_percentage_above_its_ceiling_formats_with_a_mark():
+    assert format(views.Impossible(106.66), ".1f") == "106.7!" and str(views.Impossible(2.5)) == "2.5!"
+    assert views._util(1.067) == pytest.approx(106.7) and isinstance(views._util(1.067), views.Impossible)
+    assert not isinstance(views._util(0.99), views.Impossible) and views._util(None) is None
+
+
+def test_decode_table_marks_mbu_above_the_ceiling_and_says_why():
+    over, fine = decode("bf16", "hf", 100.0), decode("fp32", "hf", 50.0)
+    over["derived"]["mbu"] = 1.067
+    fine["derived"]["mbu"] = 0.99
+    lines = views.decode_table([over, fine]).splitlines()
+    assert "106.7!" in lines[2] and "99.0" in lines[3] and "!" not in lines[3]
+    assert lines[4] == f"! above its measured ceiling, which is impossible: {HINT}."
+    assert len(lines) == 5  # no bound note: nothing is overhead-bound
+    assert "!" not in views.decode_table([fine])  # nothing impossible, no mark and no note
+
+
+def test_decode_table_lists_the_roofline_warnings_of_rates_it_has_no_column_for():
+    r = decode("bf16", "hf", 100.0)
+    r["warnings"] = [(f"roofline: prefill MFU 203.0% is above the measured matmul rate (2.03 TFLOP/s achieved, "
+                      f"ceiling 1 TFLOP/s): impossible; {HINT}"), "noisy: tokens_per_s varies by 6.0%"]
+    lines = views.decode_table([r]).splitlines()
+    assert lines[3].startswith("! above its measured ceiling")
+    assert lines[4] == ("  decode m bf16 hf b1 p8 n4: prefill MFU 203.0% is above the measured matmul rate "
+                        "(2.03 TFLOP/s achieved, ceiling 1 TFLOP/s): impossible")
+    assert len(lines) == 5  # the noise warning is not the roofline's
+
+
+def test_decode_table_explains_the_overhead_label():
+    r = decode("bf16", "hf", 100.0)
+    r["derived"]["bound"] = "overhead"
+    table = views.decode_table([r])
+    assert "overhead" in table.splitlines()[2]
+    assert table.splitlines()[-1].startswith("bound: memory or compute by the measured ridge point") and \
+        "under 30% of the roof" in table
+
+
+def test_decode_row_marks_every_utilization_above_its_ceiling():
+    r = decode("bf16", "hf", 100.0)
+    r["metrics"].update(ttft_ms=2.0)
+    r["derived"].update(achieved_tflops=1.0, mbu=1.02, mfu=0.5, roof_fraction=1.02, prefill_mfu=2.03,
+                        prefill_bound="compute", mbu_spec=0.9)
+    row = views.decode_row(r)
+    marked = {k for k, v in row.items() if isinstance(v, views.Impossible)}
+    assert marked == {"pct_bw", "roof", "prefill_mfu"}
+    assert row["prefill_mfu"] == pytest.approx(203.0) and row["mfu"] == pytest.approx(50.0)
+    assert views.roof_notes([row], explain_bound=False) == [f"! above its measured ceiling, which is impossible: {HINT}."]
+
+
+def test_finetune_and_kernel_tables_mark_and_show_the_bound():
+    ft = make_record(run_id="f", point={"workload": "finetune", "model": "m", "dtype": "bf16"},
+                     metrics={"tokens_per_s": 1.0}, derived={"achieved_tflops": 1.0, "mfu": 1.25})
+    assert "125.0!" in views.finetune_table([ft]) and "! above its measured ceiling" in views.finetune_table([ft])
+    att = attention("triton", 1.0)
+    att["derived"].update(mfu=1.5, bound="compute")
+    lines = views.attention_table([att]).splitlines()
+    assert lines[0].split()[-2:] == ["bound", "status"] and "150.0!" in lines[2] and "compute" in lines[2]
+    assert lines[3].startswith("! above")
+    point = {"workload": "decode-attention", "attn": "triton", "dtype": "bf16", "batch_size": 1, "context": 64,
+             "heads": 8, "kv_heads": 2, "head_dim": 64}
+    kv = make_record(run_id="k", point=point, metrics={"time_ms": 0.01},
+                     derived={"achieved_gbps": 10.0, "mbu": 0.05, "bound": "overhead"})
+    table = views.decode_attention_table([kv])
+    assert "overhead" in table.splitlines()[2] and "!" not in table and "under 30% of the roof" in table
+
+
+def test_warnings_per_record_named_and_the_hint_left_out():
+    r = decode("fp32", "lean", 1.0, batch=4)
+    r["warnings"] = [(f"roofline: decode MBU 106.7% is above the measured copy bandwidth (3200 GB/s achieved, "
+                      f"ceiling 3000 GB/s): impossible; {HINT}"), "noisy: ttft_ms varies by 9.0%"]
+    assert views.roofline_warnings([r, r]) == [  # once, however often it occurs
+        ("decode m fp32 lean b4 p8 n4: decode MBU 106.7% is above the measured copy bandwidth (3200 GB/s achieved, "
+         "ceiling 3000 GB/s): impossible")]
+    assert views.other_warnings([r]) == ["decode m fp32 lean b4 p8 n4: noisy: ttft_ms varies by 9.0%"]

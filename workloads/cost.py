@@ -18,6 +18,16 @@ Counting rules for one decoder forward over ``T`` new tokens, batch ``B``:
   ``generate()`` does), plus attention scores and weighted values,
   ``4 * heads * head_dim`` per (query, key) pair. Norms, activations, softmax
   and embedding gathers are ignored (well under 1% at these sizes).
+* **Mixture of experts** (Mixtral-style: each MoE layer routes every token to
+  ``k`` of its ``n`` experts): a token multiplies the matrices of ``k`` experts,
+  so the FLOPs count ``k / n`` of the expert matrices (3-D ``[n, out, in]``
+  tensors or ``n`` per-expert linears) and all of the dense ones, router
+  included. A forward over ``T`` tokens reads the experts they are routed to:
+  with routing spread evenly and independently, the expected number of distinct
+  experts per layer is ``n * (1 - (1 - k / n) ** T)`` (``k`` for one token, all
+  ``n`` for a long prompt), and that share of the expert weights is what the
+  weight bytes count. A layout the counter does not recognise is refused
+  (``UserError``), never counted as dense.
 
 Decimal units are applied later; everything here is plain bytes and FLOPs.
 """
@@ -28,13 +38,19 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from workloads.errors import UserError
+
+# Config fields that hold the number of routed experts per MoE layer (n) and how many a token uses (k).
+EXPERT_COUNT_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+EXPERTS_PER_TOKEN_FIELDS = ("num_experts_per_tok", "experts_per_token", "moe_topk", "moe_k")
+
 
 @dataclass(frozen=True)
 class ModelShape:
     """What the cost model needs to know about an architecture."""
 
-    params: int  # all parameters, a tied table counted once
-    matmul_params: int  # weights multiplied per token, LM head included
+    params: int  # all parameters, a tied table counted once (every expert included)
+    matmul_params: int  # weights multiplied per token, LM head included (k of n experts for MoE)
     lm_head_params: int
     gathered_params: int  # embedding tables only gathered from (not tied to the LM head)
     gathered_per_token: int  # elements gathered per token (token + position rows)
@@ -43,23 +59,98 @@ class ModelShape:
     kv_heads: int
     head_dim: int
     sliding_window: int | None = None
+    expert_params: int = 0  # routed experts' parameters, all MoE layers (part of params); 0 for a dense model
+    experts: int = 0  # routed experts per MoE layer (n)
+    experts_per_token: int = 0  # experts each token is routed to (k)
 
     @property
     def kv_elements_per_token(self) -> int:
         """K and V elements one token adds to the cache, all layers."""
         return 2 * self.layers * self.kv_heads * self.head_dim
 
+    def experts_read(self, tokens: int) -> float:
+        """Expected distinct experts per MoE layer that a forward over ``tokens`` tokens routes to:
+        ``n * (1 - (1 - k / n) ** tokens)`` (``k`` for one token, approaching ``n``); 0 for a dense model."""
+        if not self.experts:
+            return 0.0
+        return self.experts * (1 - (1 - self.experts_per_token / self.experts) ** tokens)
+
     def weights_read(self, tokens: int) -> int:
-        """Parameter elements read by one forward over ``tokens`` tokens (all sequences)."""
-        return self.params - self.gathered_params + tokens * self.gathered_per_token
+        """Parameter elements read by one forward over ``tokens`` tokens (all sequences): dense weights in
+        full, gathered rows per token, and the experts the tokens are routed to (expected count)."""
+        dense = self.params - self.expert_params - self.gathered_params + tokens * self.gathered_per_token
+        if not self.experts:
+            return dense
+        return dense + round(self.expert_params * self.experts_read(tokens) / self.experts)
 
     def attended(self, positions: int) -> int:
         """Key positions one query at ``positions`` visible positions attends to."""
         return min(positions, self.sliding_window) if self.sliding_window else positions
 
 
+def _config_int(config, fields: tuple[str, ...]) -> tuple[str, object] | None:
+    """The first of ``fields`` the config sets (not None), as (field, value)."""
+    for name in fields:
+        value = getattr(config, name, None)
+        if value is not None:
+            return name, value
+    return None
+
+
+def _refuse_moe(model: nn.Module, what: str) -> UserError:
+    return UserError(
+        f"{type(model).__name__} is a mixture-of-experts model whose expert layout llmbench cannot count: {what}. "
+        "Its bytes and FLOPs would be wrong, so it is refused; use a dense model, or a Mixtral-style MoE "
+        "(experts as 3-D [n, out, in] tensors or n per-expert linears in a module named 'experts', n and k in "
+        "the config as num_local_experts / num_experts_per_tok)."
+    )
+
+
+def _expert_weights(model: nn.Module) -> tuple[dict[int, bool], int, int]:
+    """The routed experts' parameters of an MoE model: ``({id(param): is_matrix}, n, k)``; ``({}, 0, 0)`` for
+    a dense model. Raises ``UserError`` for an MoE layout it does not recognise."""
+    config = model.config.get_text_config()
+    count, per_token = _config_int(config, EXPERT_COUNT_FIELDS), _config_int(config, EXPERTS_PER_TOKEN_FIELDS)
+    named_experts = [(name, m) for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "experts"]
+    n = count[1] if count else None
+    if not named_experts and (n is None or (isinstance(n, int) and n <= 1)):
+        return {}, 0, 0  # dense: no expert module, and no (or a single) expert in the config
+    if count is None:
+        raise _refuse_moe(model, "it has modules named 'experts' but its config gives no expert count "
+                                 f"(one of {', '.join(EXPERT_COUNT_FIELDS)})")
+    if per_token is None:
+        raise _refuse_moe(model, f"its config declares {count[0]}={n!r} experts but no experts per token "
+                                 f"(one of {', '.join(EXPERTS_PER_TOKEN_FIELDS)})")
+    banks = [(name, p) for name, p in model.named_parameters() if p.ndim >= 3]
+    lists = [(name, m) for name, m in named_experts if isinstance(m, nn.ModuleList)]
+    k = per_token[1]
+    if not (isinstance(n, int) and isinstance(k, int) and 1 <= k <= n):
+        raise _refuse_moe(model, f"config {count[0]}={n!r}, {per_token[0]}={k!r} is not k of n experts per token "
+                                 "(integers, 1 <= k <= n, the same in every layer)")
+    experts: dict[int, bool] = {}
+    for name, module in lists:
+        if len(module) != n:
+            raise _refuse_moe(model, f"{name} holds {len(module)} experts, the config says {count[0]}={n}")
+        for p in module.parameters():
+            experts[id(p)] = p.ndim == 2  # one expert's linear weight, or its bias
+    fused = {name.rsplit(".", 1)[0] for name, p in banks}  # modules holding [n, ...] expert tensors
+    for name, p in model.named_parameters():
+        owner = name.rsplit(".", 1)[0]
+        if id(p) in experts or owner not in fused:
+            continue
+        if p.shape[0] != n or p.ndim > 3:
+            raise _refuse_moe(model, f"{name} has shape {tuple(p.shape)}, not [{n}, ...] for {n} experts")
+        experts[id(p)] = p.ndim == 3  # [n, out, in] matrices; [n, out] biases
+    if not experts:
+        raise _refuse_moe(model, f"its config declares {count[0]}={n} experts but no expert weights were found "
+                                 "(no 3-D [n, out, in] tensors, no module list named 'experts')")
+    return experts, n, k
+
+
 def model_shape(model: nn.Module) -> ModelShape:
-    """Read the shape off a built model (any device, ``meta`` included)."""
+    """Read the shape off a built model (any device, ``meta`` included).
+
+    Raises ``UserError`` for a mixture-of-experts layout the cost model cannot count."""
     config = model.config
     output = model.get_output_embeddings()
     lm_head = output.weight if output is not None else None
@@ -69,7 +160,16 @@ def model_shape(model: nn.Module) -> ModelShape:
     gathered = sum(m.weight.numel() for m in embeddings if m.weight is not lm_head)
     per_token = sum(m.embedding_dim for m in embeddings)
     embedding_ids = {id(m.weight) for m in embeddings}
-    matmul = sum(p.numel() for p in params.values() if p.ndim == 2 and id(p) not in embedding_ids)
+    experts, n_experts, k_experts = _expert_weights(model)
+    expert_params = sum(params[i].numel() for i in experts)
+    expert_matrices = sum(params[i].numel() for i, matrix in experts.items() if matrix)
+    if n_experts and (expert_params % n_experts or expert_matrices % n_experts):
+        raise _refuse_moe(model, f"its expert weights ({expert_params} elements) do not split into {n_experts} "
+                                 "equal experts")
+    matmul = sum(p.numel() for p in params.values()
+                 if p.ndim == 2 and id(p) not in embedding_ids and id(p) not in experts)
+    if n_experts:
+        matmul += expert_matrices // n_experts * k_experts  # each token multiplies k experts' matrices
     lm_head_params = lm_head.numel() if lm_head is not None else 0
     if lm_head is not None and id(lm_head) in embedding_ids:
         matmul += lm_head_params  # tied: the embedding table doubles as the LM head matrix
@@ -88,6 +188,9 @@ def model_shape(model: nn.Module) -> ModelShape:
         kv_heads=kv_heads,
         head_dim=head_dim,
         sliding_window=window or None,
+        expert_params=expert_params,
+        experts=n_experts,
+        experts_per_token=k_experts,
     )
 
 

@@ -22,6 +22,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 from transformers.initialization import no_init_weights
 
+from workloads import cost
 from workloads.errors import UserError
 
 PRESET_DIR = Path(__file__).with_name("presets")
@@ -81,7 +82,21 @@ def resolve_model(model: str) -> ModelSpec:
     data = _read_preset(model)
     fields = dict(data["config"])
     config = AutoConfig.for_model(fields.pop("model_type"), **fields)
-    return ModelSpec(model, config, source=data.get("source"), description=data.get("description", ""))
+    return _countable(ModelSpec(model, config, source=data.get("source"), description=data.get("description", "")))
+
+
+def _countable(spec: ModelSpec) -> ModelSpec:
+    """Refuse, before anything is built, a mixture-of-experts model whose layout the cost model cannot count
+    (``workloads.cost.model_shape`` says what is wrong); dense configs pass without a look."""
+    text = spec.config.get_text_config()
+    if all(getattr(text, name, None) in (None, 0, 1) for name in cost.EXPERT_COUNT_FIELDS):
+        return spec
+    try:
+        model = meta_model(spec)
+    except Exception:  # an architecture that cannot be built fails later, with its own message
+        return spec
+    cost.model_shape(model)
+    return spec
 
 
 def _local_spec(path: Path) -> ModelSpec:
@@ -105,7 +120,7 @@ def _local_spec(path: Path) -> ModelSpec:
         config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     except (ValueError, KeyError, OSError) as exc:
         raise UserError(f"cannot read {path / 'config.json'}: {exc}") from None
-    return ModelSpec(path.resolve().name, config, path=path.resolve())
+    return _countable(ModelSpec(path.resolve().name, config, path=path.resolve()))
 
 
 def build_model(spec: ModelSpec, dtype: torch.dtype, device: torch.device, attn: str, seed: int = 0):

@@ -121,3 +121,161 @@ def test_finetune_step_by_hand(llama1b):
     assert cost.finetune_step(llama1b, batch=2, seq_len=seq) == 2 * per_sequence
     # attention's backward is the fused-attention cost model's
     assert 5 * attention // 2 == cost.attention(1, 32, 8, seq, seq, 64, 2, causal=True, backward=True).flops * 16
+
+
+# --- Mixture of experts (issue 13, part 8) ------------------------------------------------------------------------
+# A tiny Mixtral: hidden 64, 8 experts of intermediate 96 (gate, up, down), 2 per token, 2 layers, GQA 4/2 of 16,
+# vocab 512, untied embeddings. Counted by hand below.
+H, I, N, K, L, V = 64, 96, 8, 2, 2, 512
+ATTENTION = 2 * H * H + 2 * H * (2 * 16)  # q, o + k, v
+ROUTER = N * H
+EXPERT = 3 * H * I  # one expert's gate, up and down matrices
+NORMS = 2 * H
+
+
+def tiny_mixtral_config(**overrides):
+    from transformers import MixtralConfig
+
+    fields = dict(vocab_size=V, hidden_size=H, intermediate_size=I, num_hidden_layers=L, num_attention_heads=4,
+                  num_key_value_heads=2, num_local_experts=N, num_experts_per_tok=K, max_position_embeddings=256,
+                  tie_word_embeddings=False)
+    return MixtralConfig(**{**fields, **overrides})
+
+
+def meta_of(config):
+    from workloads.presets import ModelSpec
+
+    return meta_model(ModelSpec("tiny-moe", config))
+
+
+@pytest.fixture(scope="module")
+def moe():
+    return cost.model_shape(meta_of(tiny_mixtral_config()))
+
+
+def test_mixtral_shape_by_hand(moe):
+    assert moe.params == L * (ATTENTION + ROUTER + N * EXPERT + NORMS) + 2 * V * H + H == 386_368
+    assert moe.expert_params == L * N * EXPERT == 294_912  # all 8 experts are resident
+    assert (moe.experts, moe.experts_per_token) == (N, K)
+    # a token multiplies the dense matrices (router included) and 2 of the 8 experts' 3-D [n, out, in] tensors
+    assert moe.matmul_params == L * (ATTENTION + ROUTER + K * EXPERT) + V * H == 132_096
+    assert moe.lm_head_params == V * H and moe.gathered_params == V * H and moe.gathered_per_token == H
+    assert moe.kv_elements_per_token == 2 * L * 2 * 16
+
+
+def test_mixtral_decode_step_reads_the_experts_its_tokens_use(moe):
+    dense = L * (ATTENTION + ROUTER + NORMS) + V * H + H  # LM head and final norm in full; embedding rows gathered
+    one = cost.decode_step(moe, batch=1, cached=9, elem_bytes=2)
+    assert one.weight_bytes == (dense + H + L * K * EXPERT) * 2 == 264_960  # one token reads 2 experts per layer
+    assert one.flops == 2 * 132_096 + 4 * L * 4 * 16 * 10
+    # 4 tokens: expected distinct experts per layer 8 * (1 - (6/8)^4) = 5.46875
+    four = cost.decode_step(moe, batch=4, cached=9, elem_bytes=2)
+    assert moe.experts_read(4) == pytest.approx(5.46875)
+    assert four.weight_bytes == (dense + 4 * H + L * EXPERT * 5.46875) * 2 == 521_088
+    assert four.flops == 4 * one.flops  # FLOPs stay k experts per token
+    # a long prompt reads (nearly) every expert
+    pre = cost.prefill(moe, batch=2, prompt_len=64, elem_bytes=2)
+    assert pre.weight_bytes == pytest.approx((dense + 128 * H + L * N * EXPERT) * 2, rel=1e-6)
+    assert pre.flops == 2 * (2 * (132_096 - V * H) * 64 + 2 * V * H + 4 * L * 4 * 16 * (64 * 65 // 2))
+
+
+def test_expected_distinct_experts_matches_random_routing(moe):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for tokens in (1, 3, 16):
+        # each token picks 2 different experts of 8 at random; count the distinct ones per trial
+        picks = np.argsort(rng.random((4000, tokens, N)), axis=-1)[..., :K]
+        distinct = [len(np.unique(trial)) for trial in picks]
+        assert np.mean(distinct) == pytest.approx(moe.experts_read(tokens), rel=0.02)
+    assert moe.experts_read(1) == K
+
+
+def test_mixtral_finetune_counts_k_experts(moe):
+    pairs = 8 * 9 // 2
+    assert cost.finetune_step(moe, batch=1, seq_len=8) == 3 * 2 * 132_096 * 8 + 7 * (4 * L * 4 * 16 * pairs) // 2
+
+
+def test_mixtral_matmul_flops_match_torch_flop_counter(moe):
+    """Independent of the hand count: torch counts the matmuls a real forward runs (experts one by one)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_mixtral_config(), experts_implementation="eager",
+                                             attn_implementation="eager").eval()
+    ids = torch.randint(0, V, (3, 7))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(ids)  # logits for all 21 tokens
+    assert counter.get_flop_counts()["Global"][torch.ops.aten.mm] == 2 * 21 * moe.matmul_params
+
+
+def test_dense_models_have_no_experts(llama1b, opt13b):
+    for shape in (llama1b, opt13b):
+        assert (shape.expert_params, shape.experts, shape.experts_per_token) == (0, 0, 0)
+        assert shape.weights_read(7) == shape.params - shape.gathered_params + 7 * shape.gathered_per_token
+
+
+def test_per_expert_module_list_counts_like_3d_tensors(moe):
+    """The older layout (transformers 4.x Mixtral): ``experts`` is a list of n modules of linears."""
+    from torch import nn
+
+    model = meta_of(tiny_mixtral_config())
+    with torch.device("meta"):
+        for layer in model.model.layers:
+            layer.mlp.experts = nn.ModuleList(
+                nn.ModuleDict({"w1": nn.Linear(H, I, bias=False), "w3": nn.Linear(H, I, bias=False),
+                               "w2": nn.Linear(I, H, bias=False)}) for _ in range(N))
+    assert cost.model_shape(model) == moe
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(num_local_experts=6), r"experts\.gate_up_proj has shape \(8, 192, 64\), not \[6, \.\.\.\]"),
+    (dict(num_experts_per_tok=9), "num_experts_per_tok=9 is not k of n"),
+])
+def test_moe_layouts_it_cannot_count_are_refused(change, message):
+    from workloads.errors import UserError
+
+    model = meta_of(tiny_mixtral_config())
+    for key, value in change.items():
+        setattr(model.config, key, value)
+    with pytest.raises(UserError, match=message) as refused:
+        cost.model_shape(model)
+    assert "use a dense model, or a Mixtral-style MoE" in str(refused.value)
+
+
+def test_declared_experts_without_expert_weights_are_refused():
+    from workloads.errors import UserError
+
+    model = meta_model(resolve_model("tiny-llama"))
+    model.config.num_experts = 4  # says MoE, but every MLP is dense: some layout llmbench does not know
+    with pytest.raises(UserError, match="num_experts=4 experts but no experts per token"):
+        cost.model_shape(model)
+    model.config.num_experts_per_tok = 2
+    with pytest.raises(UserError, match="declares num_experts=4 experts but no expert weights were found"):
+        cost.model_shape(model)
+    model.config.num_experts = 1  # one expert (or none) is a dense model
+    assert cost.model_shape(model) == cost.model_shape(meta_model(resolve_model("tiny-llama")))
+
+
+def test_expert_modules_without_a_count_are_refused():
+    from torch import nn
+
+    from workloads.errors import UserError
+
+    model = meta_model(resolve_model("tiny-llama"))
+    with torch.device("meta"):
+        model.model.layers[0].mlp.experts = nn.ModuleList(nn.Linear(H, H) for _ in range(4))
+    with pytest.raises(UserError, match="modules named 'experts' but its config gives no expert count"):
+        cost.model_shape(model)
+
+
+def test_mixtral_8x7b_active_parameters():
+    # Mistral AI: 46.7B parameters, 12.9B used per token (2 of 8 experts per layer)
+    shape = cost.model_shape(meta_model(resolve_model("mixtral-8x7b")))
+    hidden, layers, vocab = 4096, 32, 32000
+    active = shape.params - shape.expert_params * 6 // 8
+    assert active == 12_879_925_248
+    assert shape.matmul_params == active - vocab * hidden - (2 * layers + 1) * hidden  # no embedding gather, norms
+    step = cost.decode_step(shape, batch=1, cached=0, elem_bytes=2)
+    assert step.weight_bytes == (active - vocab * hidden + hidden) * 2  # one token: 2 experts per layer

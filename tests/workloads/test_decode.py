@@ -104,3 +104,86 @@ def test_summarize_by_hand():
     assert m["tpot_ms_p50"] == pytest.approx(1.5)
     assert m["e2e_ms"] == pytest.approx(21.25)
     assert m["decode_steps_timed"] == 6 and m["repeats"] == 2
+
+
+# --- Decode never stops early (issue 13, part 7) -------------------------------------------------------------------
+# transformers 5.x fills an unset eos_token_id from the model's own generation config, so a preset's EOS token
+# (every tiny preset defines one) would end generate() as soon as random weights emit it. These models do emit it:
+# either the LM head is biased towards the preset's EOS, or the preset's EOS is set to a token greedy decoding makes.
+
+def eos_biased(w):
+    """Make the preset's EOS the most likely token at every position (every sequence emits it at once)."""
+    eos = w.spec.config.eos_token_id
+    bias = torch.zeros(w.model.config.vocab_size)
+    bias[eos] = 1e4
+    w.model.get_output_embeddings().register_forward_hook(lambda module, args, out: out + bias.to(out))
+    return eos
+
+
+def generated(w):
+    """The token ids of every generate() call of ``w``'s model, appended as they come."""
+    made, generate = [], w.model.generate
+    w.model.generate = lambda *args, **kwargs: made.append(generate(*args, **kwargs)) or made[-1]
+    return made
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-opt", "tiny-gpt2"])
+@pytest.mark.parametrize("engine, options", [
+    ("hf", GenerationOptions()),
+    ("hf", GenerationOptions(cache="static")),
+    ("hf-static", GenerationOptions()),
+], ids=["dynamic", "static", "hf-static"])
+def test_preset_eos_never_stops_generate(name, engine, options, clock_class):
+    spec = resolve_model(name)
+    assert spec.config.eos_token_id is not None
+    w = DecodeWorkload(spec, parse_precision("fp32"), CPU, "sdpa", options, seed=1, engine=engine)
+    w.setup()
+    eos = eos_biased(w)
+    prompt = w.prompt(DecodePoint(2, 8, 2), 0)
+    assert (w.model(prompt).logits[:, -1].argmax(-1) == eos).all()  # the model does emit EOS
+    point = DecodePoint(2, 8, 120)
+    made = generated(w)
+    assert len(w.run(point, w.prompt(point, 0), clock_class()).ticks_ms) == 120
+    assert (made[0][:, 8:] == eos).all()  # the model's own tokens: no EOS check, no processor masking it
+
+
+@pytest.mark.parametrize("options", [
+    GenerationOptions(do_sample=True, temperature=0.7, top_k=20),
+    GenerationOptions(num_beams=2),
+], ids=["sampling", "beams"])
+def test_preset_eos_never_stops_sampling_or_beams(options, clock_class):
+    w = workload(options)
+    eos = eos_biased(w)
+    point = DecodePoint(1, 8, 100)
+    made = generated(w)
+    assert len(w.run(point, w.prompt(point, 0), clock_class()).ticks_ms) == 100
+    assert (made[0][:, 8:] == eos).all()
+
+
+def greedy_tokens(model, ids, steps):
+    """Greedy decoding by hand (no generate(), no cache): the tokens the model itself makes."""
+    with torch.inference_mode():
+        for _ in range(steps):
+            ids = torch.cat([ids, model(ids).logits[:, -1:].argmax(-1)], dim=1)
+    return ids[:, -steps:]
+
+
+@pytest.mark.parametrize("engine", ["hf", "hf-static"])
+def test_eos_that_random_weights_emit_mid_generation(engine, clock_class):
+    """The issue's case: tiny-llama, 32-token prompt, 100 new tokens, the preset's EOS emitted after ~60."""
+    import copy
+    import dataclasses
+
+    point = DecodePoint(1, 32, 100)
+    probe = workload()
+    made = greedy_tokens(probe.model, probe.prompt(point, 0), 60)
+    eos = int(made[0, -1])  # a token greedy decoding emits by step 60 (or earlier)
+    spec = resolve_model("tiny-llama")
+    config = copy.deepcopy(spec.config)
+    config.eos_token_id = eos
+    w = DecodeWorkload(dataclasses.replace(spec, config=config), parse_precision("fp32"), CPU, "sdpa",
+                       GenerationOptions(), seed=1, engine=engine)
+    w.setup()
+    assert w.model.generation_config.eos_token_id == eos  # what generate() would fall back to
+    assert len(w.run(point, w.prompt(point, 0), clock_class()).ticks_ms) == 100
+    assert w.generation_config(point).min_new_tokens == 100

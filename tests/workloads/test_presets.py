@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from workloads.errors import UserError
-from workloads.presets import build_model, meta_model, preset_names, resolve_model
+from workloads.presets import PRESET_DIR, build_model, meta_model, preset_names, resolve_model
 
 # Parameter counts published with each checkpoint (embeddings counted once when tied).
 PUBLIC_PARAMS = {
@@ -20,6 +20,7 @@ PUBLIC_PARAMS = {
     "qwen2.5-1.5b": 1_543_714_304,
     "qwen2.5-7b": 7_615_616_512,
     "mistral-7b": 7_248_023_552,
+    "mixtral-8x7b": 46_702_792_704,
 }
 
 
@@ -105,3 +106,24 @@ def test_remote_code_is_refused(checkpoint):
 def test_bad_paths(tmp_path, make, message):
     with pytest.raises(UserError, match=message):
         resolve_model(str(make(tmp_path)))
+
+
+def test_tiny_mixtral_builds_all_experts_at_random():
+    spec = resolve_model("tiny-mixtral")
+    model = build_model(spec, torch.float32, torch.device("cpu"), "sdpa", seed=3)
+    experts = model.model.layers[0].mlp.experts
+    assert experts.gate_up_proj.shape == (8, 2 * 96, 64) and experts.down_proj.shape == (8, 64, 96)
+    assert 0.015 < experts.gate_up_proj.std().item() < 0.025  # 3-D expert tensors are drawn too, not left empty
+    assert spec.config.num_experts_per_tok == 2
+
+
+def test_moe_checkpoint_it_cannot_count_is_refused_before_loading(tmp_path):
+    path = tmp_path / "moe"
+    path.mkdir()
+    config = json.loads((PRESET_DIR / "tiny-mixtral.json").read_text())["config"]
+    (path / "config.json").write_text(json.dumps({**config, "num_experts_per_tok": 9}))
+    (path / "model.safetensors").write_bytes(b"")  # never read: refused from its config
+    with pytest.raises(UserError, match="mixture-of-experts .* num_experts_per_tok=9 is not k of n"):
+        resolve_model(str(path))
+    (path / "config.json").write_text(json.dumps(config))
+    assert resolve_model(str(path)).config.num_local_experts == 8

@@ -14,6 +14,7 @@ from collections import defaultdict
 from harness.roofline import OVERHEAD_BELOW, PEAK_HINT, ROUNDOFF, WARNING_PREFIX
 from harness.tables import render
 from workloads.choices import ATTENTION_IMPLS, ATTENTION_MODES, PRECISIONS
+from workloads.stats import ratio_ci
 
 
 class Impossible(float):
@@ -139,25 +140,38 @@ def decode_note(r: dict) -> str:
             f"{r['derived']['achieved_gbps']:.1f} GB/s")
 
 
+def speedup_ci(r: dict, base: dict) -> str | None:
+    """The 95% CI of ``r``'s tokens/s over ``base``'s (bootstrap of the ratio of medians of their
+    per-generation samples), or "no significant difference" when it contains 1."""
+    a = r["metrics"].get("samples", {}).get("tokens_per_s")
+    b = base["metrics"].get("samples", {}).get("tokens_per_s")
+    if r is base or not a or not b:
+        return None
+    _, low, high = ratio_ci(a, b)
+    return "no significant difference" if low <= 1.0 <= high else f"{low:.2f}-{high:.2f}"
+
+
 def decode_table(records: list[dict]) -> str:
     """One row per record, grouped by point; speedup is tokens/s against the first precision (and
-    engine) that completed at the same point."""
+    engine) that completed at the same point, with its 95% CI."""
     keys = [(r["model"], r["batch_size"], r["prompt_len"], r["new_tokens"]) for r in records]
-    baseline: dict[tuple, float] = {}
+    baseline: dict[tuple, dict] = {}
     for key, r in zip(keys, records):
         if r["metrics"].get("tokens_per_s") is not None:
-            baseline.setdefault(key, r["metrics"]["tokens_per_s"])
+            baseline.setdefault(key, r)
     point_order = list(dict.fromkeys(keys))
     rows = []
     for key, r in sorted(zip(keys, records), key=lambda pair: point_order.index(pair[0])):
         m, d, c = r["metrics"], r["derived"], r["cost"]
         rate = m.get("tokens_per_s")
+        base = baseline.get(key)
         rows.append({
             "model": r["model"], "dtype": r["dtype"], "engine": r.get("engine"), "batch": r["batch_size"],
             "prompt": r["prompt_len"],
             "new": r["new_tokens"], "status": r["status"], "tok_s": rate, "ttft": m.get("ttft_ms"),
             "tpot50": m.get("tpot_ms_p50"), "tpot90": m.get("tpot_ms_p90"), "gbps": d.get("achieved_gbps"),
-            "speedup": rate / baseline[key] if rate is not None else None,
+            "speedup": rate / base["metrics"]["tokens_per_s"] if rate is not None else None,
+            "speedup_ci": speedup_ci(r, base) if rate is not None else None,
             "mem": m["peak_mem_bytes"] / 1e9 if "peak_mem_bytes" in m else None,
             "mb_step": c["bytes_per_step"] / 1e6 if "bytes_per_step" in c else None,
             "mbu": _util(d.get("mbu")), "bound": d.get("bound"),
@@ -166,6 +180,7 @@ def decode_table(records: list[dict]) -> str:
     table = render(rows, [
         ("model", "model", ""), ("dtype", "dtype", ""), *engine, ("batch", "batch", "d"), ("prompt", "prompt", "d"),
         ("new", "new", "d"), ("tok_s", "tok/s", ".2f"), ("speedup", "speedup", ".2f"),
+        ("speedup_ci", "speedup 95% CI", ""),
         ("ttft", "TTFT ms", ".1f"), ("tpot50", "TPOT p50 ms", ".2f"), ("tpot90", "TPOT p90 ms", ".2f"),
         ("mb_step", "MB/step", ".1f"), ("gbps", "GB/s", ".2f"), ("mbu", "% peak BW", ".1f"),
         ("bound", "bound", ""), ("mem", "peak mem GB", ".2f"), ("status", "status", ""),

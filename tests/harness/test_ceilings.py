@@ -230,7 +230,12 @@ def test_decode_measures_missing_ceilings_once(tmp_path, monkeypatch, capsys):
     assert cli.main(args) == 0
     assert cli.main(args) == 0
     recs = read_records([tmp_path])
-    assert [r["workload"] for r in recs] == ["copy", "copy", "triad", "triad", "matmul", "decode", "decode"]
-    for r in recs[5:]:
+    kinds = [r["workload"] for r in recs]
+    # the first run measures the ceilings (square matmul plus tiny-llama's shapes at 8 and 1 tokens), the second
+    # finds them stored: nothing is measured between the two decode records
+    assert kinds == ["copy", "copy", "triad", "triad"] + ["matmul"] * 5 + ["decode", "decode"]
+    shapes = {(r["m"], r["n"], r["k"]) for r in recs if r["workload"] == "matmul"}
+    assert {m for m, _, _ in shapes} >= {8, 1}
+    for r in recs[-2:]:
         assert 0 < r["derived"]["mbu"] and r["derived"]["bound"] in ("memory", "compute", "overhead")
     assert "% peak BW" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """Records -> rows: speedups against the right baseline, percentages, skipped backends summarised once,
 notes per record, and the ceilings against spec."""
 
+import numpy as np
 import pytest
 
 from harness import views
@@ -164,3 +165,21 @@ def test_warnings_per_record_named_and_the_hint_left_out():
         ("decode m fp32 lean b4 p8 n4: decode MBU 106.7% is above the measured copy bandwidth (3200 GB/s achieved, "
          "ceiling 3000 GB/s): impossible")]
     assert views.other_warnings([r]) == ["decode m fp32 lean b4 p8 n4: noisy: ttft_ms varies by 9.0%"]
+
+
+def test_speedup_carries_its_interval_or_says_there_is_no_difference():
+    def with_samples(dtype, samples):
+        r = decode(dtype, "hf", float(np.median(samples)))
+        r["metrics"]["samples"] = {"tokens_per_s": list(samples)}
+        return r
+
+    rng = np.random.default_rng(0)
+    base = with_samples("bf16", 100 * (1 + 0.02 * rng.standard_normal(12)))
+    faster = with_samples("fp32", 150 * (1 + 0.02 * rng.standard_normal(12)))
+    same = with_samples("fp16", 100 * (1 + 0.02 * rng.standard_normal(12)))
+    table = views.decode_table([base, faster, same])
+    rows = {line.split()[1]: line for line in table.splitlines()[2:5]}
+    low, high = rows["fp32"].split()[7].split("-")
+    assert 1.4 < float(low) < 1.5 < float(high) < 1.6
+    assert "no significant difference" in rows["fp16"]
+    assert rows["bf16"].split()[6] == "1.00" and rows["bf16"].split()[7] == "-"  # the baseline has no interval

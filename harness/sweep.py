@@ -5,10 +5,14 @@ option, e.g. ``decode`` or ``kernel attention``), fixed ``[params]``, a
 ``[matrix]`` of axes whose every combination is a point, ``[[exclude]]`` rules
 that drop combinations and ``[[include]]`` points added as written, and a
 ``[slurm]`` section (see ``slurm.backend``). Keys are the subcommand's long
-options with ``-`` written ``_``; they are checked against the subcommand's own
-argument parser when the sweep is planned, so a typo fails before anything runs.
-A point's id is a hash of its workload and parameters: the same point has the
-same id in every sweep.
+options with ``-`` written ``_``. Planning checks every point in full before
+anything is written or submitted: each value against its option's type and
+choices, then the point's whole command line through the real parser (required
+arguments, values read as options), then the subcommand's own ``validate``
+(``set_defaults(validate=...)``: presets exist, values in range, precisions
+known, without building anything; see ``PointCheck``). A bad point is one line
+naming its index and values. A point's id is a hash of its workload and
+parameters: the same point has the same id in every sweep.
 
 This module only turns a file into points. It is handed the root ``llmbench``
 parser (``load(path, parser)``) rather than building one, so it depends on no
@@ -25,11 +29,14 @@ itself with ``python -m harness sweep STEP ...`` (see the end of this file).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import hashlib
+import io
 import itertools
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +52,8 @@ else:
 
 SWEEP_KEYS = ("name", "workload", "out", "params", "matrix", "include", "exclude", "slurm")
 SET_BY_SWEEP = ("out", "help")
+NEGATIVE_NUMBER = re.compile(r"-\d+|-\d*\.\d+")  # what argparse reads as a value, not an option
+SHOWN_CHARS = 60  # of one value, in an error that names a point
 
 
 @dataclass(frozen=True)
@@ -106,20 +115,32 @@ class Options:
         self.workload = workload
         self.words = workload.split()
         subcommands, self.actions = parser_parts(parser)
+        if self.words[0] == "sweep":
+            raise UserError(f"`{prefix}` cannot be a sweep point: a point is one benchmark, e.g. workload = \"decode\"")
         if "out" not in self.actions:
             more = f" (workload = \"{workload} {next(iter(subcommands))}\"?)" if subcommands else ""
             raise UserError(f"`{prefix}` has no --out option, so it cannot run as a sweep point{more}")
+        positionals = [a.metavar or a.dest for a in parser._actions
+                       if not a.option_strings and a.nargs not in ("?", "*", argparse.SUPPRESS)]
+        if positionals:
+            raise UserError(f"`{prefix}` needs the argument(s) {', '.join(map(str, positionals))} on its command "
+                            "line, which a sweep point cannot pass: it cannot run as a sweep point")
         self.distributed = "nproc" in self.actions
         self._cache: dict = {}
 
     def args(self, key: str, value) -> list[str]:
         """The command-line words for one parameter, checked the way the subcommand's parser checks them."""
+        return self.convert(key, value)[0]
+
+    def convert(self, key: str, value) -> tuple[list[str], tuple | None]:
+        """The words for one parameter and what parsing them sets: ``(dest, value)``, or ``None`` where
+        only a full parse can tell (an action other than a plain store, a value starting with ``-``)."""
         cache_key = (key, type(value).__name__, value)
         if cache_key not in self._cache:
             self._cache[cache_key] = self._convert(key, value)
         return self._cache[cache_key]
 
-    def _convert(self, key: str, value) -> list[str]:
+    def _convert(self, key: str, value) -> tuple[list[str], tuple | None]:
         if key in SET_BY_SWEEP:
             raise UserError(f"{key!r} is set by the sweep itself; the results folder is the top-level out = \"...\"")
         if key not in self.actions:
@@ -129,13 +150,19 @@ class Options:
         if action.nargs == 0:
             if not isinstance(value, bool):
                 raise UserError(f"{key} is a flag ({option}): write true or false, got {value!r}")
-            return [option] if value else []
+            if not value:
+                return [], ()
+            simple = isinstance(action, argparse._StoreConstAction)  # store_true / store_false / store_const
+            return [option], ((action.dest, action.const) if simple else None)
         if isinstance(value, list):
             raise UserError(f"{key} = {value!r} is a list: sweep axes go in [matrix]; to pass one "
                             "comma-separated value write it as a string, e.g. \"1,8\"")
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise UserError(f"{key} = {value!r}: expected a string or a number")
         text = str(value)
+        if text.startswith("-") and not NEGATIVE_NUMBER.fullmatch(text):
+            raise UserError(f"{key} = {value!r} starts with '-', so {option} would read it as an option, not as "
+                            "its value")
         converted = text
         if action.type is not None:
             try:
@@ -144,7 +171,149 @@ class Options:
                 raise UserError(f"{key} = {value!r}: {exc or 'invalid value'}") from None
         if action.choices is not None and converted not in action.choices:
             raise UserError(f"{key} = {value!r}: choose from {', '.join(map(str, action.choices))}")
-        return [option, text]
+        simple = type(action) is argparse._StoreAction and action.nargs is None and not text.startswith("-")
+        return [option, text], ((action.dest, converted) if simple else None)
+
+
+class PointCheck:
+    """Checks whole points against the root parser: each point's full command line is parsed (``parse_args``,
+    its usage text kept off the terminal), then handed to the subcommand's ``validate`` when it has one.
+
+    Parsing is what makes this slow (about 0.2 ms a point), so a full parse runs once per *shape* (the
+    options a point sets, in order, all plain ``store``/``store_const`` actions with ordinary values):
+    argparse treats every point of one shape alike but for the values it stores, which ``Options`` has
+    already converted and checked exactly as argparse does, so the other points of the shape get a copy
+    of that parse with their own values set. Anything else (a value starting with ``-``, an ``append``
+    or custom action) is parsed in full.
+
+    A ``validate`` may be the slow part (it may look a preset up), so its outcome is cached, per distinct
+    command line and by what it read: the first call notes which attributes it read and their values, and
+    a later point whose values of those attributes are the same gets the same outcome without a call (a
+    ``validate`` is a function of what it reads; one that reads ``vars(args)`` is called every time)."""
+
+    def __init__(self, root: argparse.ArgumentParser, out: str):
+        self.root = root
+        self.out = ["--out", out]
+        self._templates: dict[tuple, argparse.Namespace] = {}
+        self._results: dict[tuple, str | None] = {}
+        self._memo: dict = {}  # validate -> {names read: {their values: outcome}}
+
+    def parse(self, argv: list[str]) -> argparse.Namespace:
+        """``root.parse_args(argv + --out)``, or ``UserError`` with argparse's message (no usage, no exit)."""
+        sink = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
+                args = self.root.parse_args([*argv, *self.out])
+        except SystemExit as exc:
+            if exc.code == 0:
+                raise UserError("the command line would print the help and exit") from None
+            lines = [line for line in sink.getvalue().splitlines() if line.strip()]
+            message = lines[-1].split(": error: ", 1)[-1] if lines else f"exit code {exc.code}"
+            raise UserError(message) from None
+        except argparse.ArgumentError as exc:
+            raise UserError(str(exc)) from None
+        args.parser = self.root  # as the CLI hands it to a command
+        return args
+
+    def namespace(self, workload: str, argv: list[str], sets: list) -> argparse.Namespace:
+        """The namespace ``parse`` would give for the point ``argv`` of ``workload``, whose parameters set
+        ``sets`` ((dest, value) pairs, ``None`` where only a full parse can tell)."""
+        if any(s is None for s in sets):
+            return self.parse(argv)
+        shape = (workload, *(word for word in argv if word.startswith("--")))
+        template = self._templates.get(shape)
+        if template is None:
+            template = self._templates[shape] = self.parse(argv)
+            return template
+        args = argparse.Namespace(**vars(template))
+        for dest, value in sets:
+            setattr(args, dest, value)
+        return args
+
+    def check(self, workload: str, argv: list[str], sets: list) -> str | None:
+        """What is wrong with the point ``argv`` of ``workload``, or ``None``."""
+        key = tuple(argv)
+        if key not in self._results:
+            try:
+                args = self.namespace(workload, argv, sets)
+                validate = getattr(args, "validate", None)
+                self._results[key] = self.validate(validate, args) if callable(validate) else None
+            except UserError as exc:
+                self._results[key] = _one_line(exc)
+        return self._results[key]
+
+    def validate(self, validate, args: argparse.Namespace) -> str | None:
+        """``validate(args)``'s complaint, or ``None``; from the cache when the attributes it read before
+        hold the same values now."""
+        memo = self._memo.setdefault(validate, {})
+        for names, outcomes in memo.items():
+            try:
+                values = tuple(_frozen(getattr(args, name, _MISSING)) for name in names)
+            except TypeError:
+                continue
+            if values in outcomes:
+                return outcomes[values]
+        reading = _Reading(**vars(args))
+        try:
+            validate(reading)
+            outcome = None
+        except (UserError, argparse.ArgumentTypeError) as exc:
+            outcome = _one_line(exc)
+        reads = reading.reads()
+        if reads is not None:
+            names = tuple(dict.fromkeys(reads))
+            try:
+                memo.setdefault(names, {})[tuple(_frozen(getattr(args, n, _MISSING)) for n in names)] = outcome
+            except TypeError:  # a value that cannot be a key: no cache for this one
+                pass
+        return outcome
+
+
+_MISSING = object()
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _frozen(value):
+    """A hashable, typed stand-in for a namespace value (1, 1.0 and True stay apart); TypeError if none."""
+    if isinstance(value, (list, tuple)):
+        return type(value), tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return dict, tuple((_frozen(k), _frozen(v)) for k, v in value.items())
+    hash(value)
+    return type(value), value
+
+
+class _Reading(argparse.Namespace):
+    """A namespace that notes the names of the attributes read from it, in order (what a ``validate``
+    looked at); reading ``__dict__`` (``vars(args)``) reads everything, so nothing can be cached."""
+
+    __slots__ = ("_read",)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        object.__setattr__(self, "_read", [])
+
+    def __getattribute__(self, name):
+        if name == "__dict__" or not name.startswith("__"):
+            object.__getattribute__(self, "_read").append(name)
+        return object.__getattribute__(self, name)
+
+    def reads(self) -> list[str] | None:
+        read = object.__getattribute__(self, "_read")
+        return None if "__dict__" in read else [n for n in read if n not in ("_read", "reads")]
+
+
+def describe(index: int, workload: str, params: dict) -> str:
+    """``point 7 (decode: model = "x", batch_size = 2)``: a point as the sweep file wrote it."""
+    def shown(value) -> str:
+        text = json.dumps(value, ensure_ascii=False)
+        return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
+
+    values = ", ".join(f"{key} = {shown(value)}" for key, value in params.items())
+    return f"point {index} ({workload}{': ' + values if values else ''})"
 
 
 def _table(data: dict, key: str) -> dict:
@@ -164,6 +333,9 @@ def _rules(data: dict, key: str) -> list[dict]:
 def _scalar(where: str, key: str, value) -> None:
     if isinstance(value, (dict, list)):
         raise UserError(f"{where}.{key} = {value!r}: expected one value")
+    if not isinstance(value, (str, int, float, bool)):
+        raise UserError(f"{where}.{key} = {value}: expected a string, a number or true/false "
+                        "(a TOML date or time is not an option value; quote it)")
 
 
 def from_dict(data: dict, parser: argparse.ArgumentParser, out: Path | None = None) -> Sweep:
@@ -201,8 +373,9 @@ def from_dict(data: dict, parser: argparse.ArgumentParser, out: Path | None = No
     if not matrix and not include:
         raise UserError("the sweep has an empty matrix: add [matrix] axes or [[include]] points")
     top_workload = data.get("workload")
-    if top_workload is not None and not isinstance(top_workload, str):
-        raise UserError(f"workload must be a subcommand name such as \"decode\", got {top_workload!r}")
+    for workload in [top_workload, *matrix.get("workload", []), *(r["workload"] for r in include if "workload" in r)]:
+        if workload is not None and not (isinstance(workload, str) and workload.strip()):
+            raise UserError(f"workload must be a subcommand name such as \"decode\", got {workload!r}")
     if "workload" in params:
         raise UserError("set the workload with the top-level workload = \"...\", not in [params]")
 
@@ -217,7 +390,8 @@ def from_dict(data: dict, parser: argparse.ArgumentParser, out: Path | None = No
             yield {**params, **rule}
 
     options: dict[str, Options] = {}
-    points, seen = [], set()
+    checker = PointCheck(parser, str(Path(folder).absolute()))
+    points, seen, bad = [], set(), []
     for raw in combos():
         workload = raw.pop("workload", top_workload)
         if workload is None:
@@ -229,28 +403,44 @@ def from_dict(data: dict, parser: argparse.ArgumentParser, out: Path | None = No
         if pid in seen:
             continue
         seen.add(pid)
-        argv = list(opts.words)
+        argv, sets = list(opts.words), []
         for key, value in raw.items():
-            argv += opts.args(key, value)
+            words, assignment = opts.convert(key, value)
+            if words:  # a flag set to false adds nothing
+                argv += words
+                sets.append(assignment)
         nproc = 1
         if opts.distributed:
             nproc = int(raw.get("nproc", slurm.gpus_per_task or 1))
             if "nproc" not in raw and nproc > 1:
-                argv += opts.args("nproc", nproc)
+                words, assignment = opts.convert("nproc", nproc)
+                argv += words
+                sets.append(assignment)
             if slurm.gpus_per_task and nproc > slurm.gpus_per_task:
                 raise UserError(f"a point asks for nproc = {nproc} but [slurm] gpus_per_task is {slurm.gpus_per_task}")
+        problem = checker.check(workload, argv, sets)
+        if problem is not None:
+            bad.append((len(points), workload, raw, problem))
         points.append(Point(len(points), pid, workload, raw, argv, nproc))
     if not points:
         raise UserError("every combination of the matrix is excluded: the sweep has no points")
+    if bad:
+        index, workload, raw, problem = bad[0]
+        more = f" ({len(bad) - 1} more of the {len(points)} points are refused too)" if len(bad) > 1 else ""
+        raise UserError(f"{describe(index, workload, raw)}: {problem}{more}")
     return Sweep(name, Path(folder).absolute(), points, slurm, _table(data, "slurm"))
 
 
 def load(path: Path, parser: argparse.ArgumentParser, out: Path | None = None) -> Sweep:
     """Read the sweep file at ``path`` and expand it (see ``from_dict``)."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise UserError(f"no sweep file at {path}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start}); a sweep file is TOML") from None
+    except OSError as exc:
+        raise UserError(f"cannot read the sweep file {str(path)[:200]}: {exc.strerror or exc}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

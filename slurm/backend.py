@@ -4,13 +4,18 @@ Safety: every value that reaches a script is either checked against a strict
 pattern (partition, account, qos, time, memory, GPU type, job name, variable
 names), a plain integer, or quoted with ``shlex.quote`` (environment values,
 paths, the container prefix, the command). Extra ``#SBATCH`` lines and preamble
-lines are the user's own script text; they may not contain line breaks, so an
-``#SBATCH`` line can never turn into a shell line.
+lines are the user's own script text (a sweep file is code, like a batch script);
+they may not contain line breaks, so an ``#SBATCH`` line can never turn into a
+shell line, and each ``#SBATCH`` line must be one option as sbatch splits it
+(``directive_words``), since sbatch refuses a line with a stray second word.
 
 Submission: ``sbatch --parsable`` returns as soon as the controller accepts the
 job. Array indices above the cluster's ``MaxArraySize`` are not allowed, so the
 indices are cut into chunks that each fit, and every chunk is submitted with its
 first index as the script's argument (``point = OFFSET + SLURM_ARRAY_TASK_ID``).
+
+Queue: ``queue`` asks ``squeue --array`` which jobs and array tasks are still
+pending or running (finished ones are not listed; there is no ``sacct``).
 """
 
 from __future__ import annotations
@@ -60,6 +65,54 @@ def _lines(key: str, value) -> tuple[str, ...]:
             raise UserError(f"[slurm] {key}: {line!r} contains a line break or control character; "
                             "write one list item per line")
     return tuple(lines)
+
+
+def directive_words(line: str) -> list[str]:
+    """The words ``sbatch`` reads from ``#SBATCH LINE``: split at white space outside quotes, ``'`` and ``"``
+    quote, a backslash escapes the next character, an unquoted ``#`` starts a comment (as sbatch's own
+    parser does). An unmatched quote is a ``ValueError`` (sbatch: "Unmatched quote")."""
+    words, word, quote, escape, in_word = [], [], None, False, False
+    for char in line:
+        if escape:
+            word.append(char)
+            escape, in_word = False, True
+        elif char == "\\":
+            escape, in_word = True, True
+        elif quote:
+            if char == quote:
+                quote = None
+            else:
+                word.append(char)
+        elif char in "'\"":
+            quote, in_word = char, True
+        elif char == "#":
+            break
+        elif char.isspace():
+            if in_word:
+                words.append("".join(word))
+                word, in_word = [], False
+        else:
+            word.append(char)
+            in_word = True
+    if quote:
+        raise ValueError(f"unmatched {quote}")
+    if in_word:
+        words.append("".join(word))
+    return words
+
+
+def _sbatch_option(line: str) -> None:
+    """One extra ``#SBATCH`` line must be one option, ``--name`` or ``--name=value``: sbatch refuses a second
+    word it cannot tell is the option's value (``--exclusive user``: "Invalid directive found in batch
+    script"), and a line that starts otherwise is not a directive at all."""
+    example = "one option per item, written --name or --name=value (e.g. \"--exclusive=user\", \"--gres=gpu:4\")"
+    try:
+        words = directive_words(line)
+    except ValueError as exc:
+        raise UserError(f"[slurm] sbatch line {line!r} has an {exc} quote, which sbatch refuses; write {example}")
+    if len(words) != 1 or not words[0].startswith("-") or words[0] in ("-", "--"):
+        found = f" ({len(words)} words: {', '.join(map(repr, words))})" if len(words) > 1 else ""
+        raise UserError(f"[slurm] sbatch lines are sbatch options, {example}; got {line!r}{found}")
 
 
 def _container(value) -> str:
@@ -128,8 +181,7 @@ class SlurmOptions:
         if "sbatch" in t:
             opts.sbatch = _lines("sbatch", t["sbatch"])
             for line in opts.sbatch:
-                if not line.startswith("-"):
-                    raise UserError(f"[slurm] sbatch lines are sbatch options such as \"--exclusive\", got {line!r}")
+                _sbatch_option(line)
         if "preamble" in t:
             opts.preamble = _lines("preamble", t["preamble"])
         env = t.get("env", {})
@@ -226,7 +278,7 @@ def max_array_size() -> int:
     """The cluster's MaxArraySize from ``scontrol show config`` (SLURM's default when it cannot be read)."""
     try:
         out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
-                             timeout=SBATCH_TIMEOUT_S).stdout
+                             timeout=SBATCH_TIMEOUT_S, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return DEFAULT_MAX_ARRAY_SIZE
     found = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
@@ -246,7 +298,7 @@ def collect_command(script: Path, job_ids: list[str], log_dir: Path) -> list[str
 def submit(command: list[str]) -> str:
     """Run one ``sbatch --parsable`` command; returns the job id."""
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=SBATCH_TIMEOUT_S)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=SBATCH_TIMEOUT_S, check=False)
     except FileNotFoundError:
         raise UserError("sbatch not found: submit from a SLURM login node, or run the sweep here with "
                         "`llmbench sweep run`") from None
@@ -261,16 +313,34 @@ def submit(command: list[str]) -> str:
     return job_id
 
 
-def queued(job_ids: list[str]) -> list[str]:
-    """Which of these jobs (or their array tasks) ``squeue`` still lists; none when it cannot tell."""
+def spec_indices(spec: str) -> list[int]:
+    """The array task ids of an ``--array`` value such as ``0-3,7%2`` (the inverse of ``ArrayChunk.spec``)."""
+    ids = []
+    for part in spec.split("%")[0].split(","):
+        first, _, last = part.partition("-")
+        ids += range(int(first), int(last or first) + 1)
+    return ids
+
+
+def queue(job_ids) -> set[str] | None:
+    """What ``squeue`` still lists of these jobs (pending, running, completing: finished ones are not
+    listed), one entry per job (``"104"``) and per array task (``"101_3"``, pending ones too); an empty
+    set once every one has left the queue; ``None`` when it cannot tell (no squeue, no controller)."""
+    job_ids = sorted({str(j) for j in job_ids if str(j).isdigit()}, key=int)
     if not job_ids:
-        return []
+        return set()
     try:
-        result = subprocess.run(["squeue", "--noheader", "--format=%i", f"--jobs={','.join(job_ids)}"],
-                                capture_output=True, text=True, timeout=SBATCH_TIMEOUT_S)
+        result = subprocess.run(["squeue", "--noheader", "--array", "--format=%i", f"--jobs={','.join(job_ids)}"],
+                                capture_output=True, text=True, timeout=SBATCH_TIMEOUT_S, check=False)
     except (OSError, subprocess.SubprocessError):
-        return []
-    if result.returncode != 0:  # e.g. "Invalid job id specified" once every job has left the queue
-        return []
-    listed = {line.strip().split("_")[0] for line in result.stdout.splitlines() if line.strip()}
+        return None
+    if result.returncode != 0:
+        # every job id unknown to the controller (long finished, purged): none of them is in the queue
+        return set() if "invalid job id" in result.stderr.lower() else None
+    return {line.strip() for line in result.stdout.splitlines() if line.strip()}
+
+
+def queued(job_ids: list[str]) -> list[str]:
+    """Which of these jobs (or any of their array tasks) ``squeue`` still lists; none when it cannot tell."""
+    listed = {entry.split("_")[0] for entry in queue(job_ids) or ()}
     return [job_id for job_id in job_ids if job_id in listed]

@@ -1,10 +1,12 @@
 """``llmbench sweep``: plan, run here, submit as SLURM job arrays, and the steps those jobs run.
 
-The steps: ``plan`` (check a sweep file, preview its points), ``run`` (every
-point here, one after another), ``submit`` (arrays plus a dependent collect
-job; ``--resume`` resubmits what is missing), ``task`` (one point: what each
-array task runs), ``status`` (counts from the task files) and ``collect`` (the
-report: what the collect job runs).
+The steps: ``plan`` (check a sweep file and every point in it, preview its
+points), ``run`` (every point here, one after another; Ctrl-C stops the point
+and the sweep), ``submit`` (arrays plus a dependent collect job; ``--resume``
+resubmits what is missing, failed, lost or never started), ``task`` (one
+point: what each array task runs), ``status`` (counts from the task files,
+checked against what is still alive) and ``collect`` (the report: what the
+collect job runs).
 
 A sweep file is checked against the whole command line, so ``run`` hands
 ``harness.sweep`` the root parser that the CLI puts in ``args.parser``. Only
@@ -47,11 +49,13 @@ def add_parser(subparsers) -> None:
     s.add_argument("target", metavar="FILE|DIR", help="sweep file, or with --resume the sweep's folder")
     s.add_argument("--out", type=folder, default=None, help="results folder (default: the file's out)")
     s.add_argument("--dry-run", action="store_true", help="print the scripts and sbatch commands; submit nothing")
-    s.add_argument("--resume", action="store_true", help="resubmit the points that are missing or failed")
+    s.add_argument("--resume", action="store_true",
+                   help="resubmit the points that are not done: failed, lost, interrupted, pending or never started")
     t = steps.add_parser("task", help="run one point of a sweep (what each array task does)")
     t.add_argument("directory", type=folder, metavar="DIR", help="the sweep's folder")
     t.add_argument("--index", type=non_negative_int, required=True, help="point index")
-    st = steps.add_parser("status", help="done / failed / oom / running / pending counts from the task files")
+    st = steps.add_parser("status", help="done / failed / oom / interrupted / lost / running / pending / never-started "
+                                         "counts from the task files")
     st.add_argument("directory", type=folder, metavar="DIR", help="the sweep's folder")
     c = steps.add_parser("collect", help="write the report over the sweep's records (the collect job runs this)")
     c.add_argument("directory", type=folder, metavar="DIR", help="the sweep's folder")
@@ -67,7 +71,7 @@ def run(args) -> int:
     if args.sweep_command == "task":
         outcome = sweep_tasks.run_task(args.directory, args.index)
         print(f"point {args.index}: {outcome}", file=sys.stderr)
-        return 0 if outcome == "done" else 1
+        return 0 if outcome == "done" else 130 if outcome == "interrupted" else 1
     if args.sweep_command == "status":
         print_status(args.directory)
         return 0
@@ -78,7 +82,8 @@ def cmd_plan(args) -> int:
     started = time.perf_counter()
     plan = sweep.load(args.file, args.parser, args.out)
     elapsed = time.perf_counter() - started
-    print(f"sweep {plan.name}: {len(plan.points)} points, planned in {elapsed:.2f} s; results in {plan.out}")
+    print(f"sweep {plan.name}: {len(plan.points)} points, each checked, planned in {elapsed:.2f} s; "
+          f"results in {plan.out}")
     for p in plan.points[:args.limit]:
         launcher = f"torchrun x{p.nproc} " if p.nproc > 1 else ""
         print(f"  {p.index:>5}  {p.id}  {launcher}llmbench {shlex.join(p.argv)}")
@@ -93,10 +98,15 @@ def cmd_run(args) -> int:
     plan = sweep.load(args.file, args.parser, args.out)
     manifest = sweep_tasks.prepare(plan, os.path.abspath(sys.executable))
     directory = plan.out
-    todo = sweep_tasks.unfinished(sweep_tasks.task_states(directory, manifest))
-    if len(todo) < len(plan.points):
-        print(f"{len(plan.points) - len(todo)} of {len(plan.points)} points already finished in {directory}",
-              file=sys.stderr)
+    states = sweep_tasks.task_states(directory, manifest)
+    todo = sweep_tasks.unfinished(states)
+    finished = sum(s["state"] in sweep_tasks.FINISHED for s in states)
+    if finished:
+        print(f"{finished} of {len(plan.points)} points already finished in {directory}", file=sys.stderr)
+    elsewhere = [s for s in states if s["state"] == "running"]
+    if elsewhere:
+        print(f"{len(elsewhere)} point(s) are running elsewhere (e.g. [{elsewhere[0]['index']}] on "
+              f"{elsewhere[0].get('host')}, pid {elsewhere[0].get('pid')}); they are left alone", file=sys.stderr)
     with tqdm(todo, desc=f"sweep {plan.name}", unit="point", file=sys.stderr, disable=None) as bar:
         for index in bar:
             point = manifest["points"][index]
@@ -104,6 +114,13 @@ def cmd_run(args) -> int:
             outcome = sweep_tasks.run_task(directory, index, quiet=True)
             tqdm.write(f"[{index}] {point['id']} llmbench {shlex.join(point['argv'])}: {outcome} "
                        f"({time.perf_counter() - began:.1f} s)", file=sys.stderr)
+            if outcome == "interrupted":
+                bar.close()
+                print_status(directory)
+                print(f"llmbench sweep: interrupted; point {index} was stopped and marked interrupted; the points "
+                      f"finished so far are kept: run `llmbench sweep run {args.file}` again to go on",
+                      file=sys.stderr)
+                return 130
     tally = print_status(directory)
     if not args.no_report:
         sweep_tasks.collect(directory)
@@ -125,7 +142,8 @@ def cmd_submit(args) -> int:
         indices = sweep_tasks.unfinished(states)
         if not indices:
             tally = sweep_tasks.counts(states)
-            print(f"nothing to resubmit: {tally['done']} done, {tally['oom']} out of memory")
+            running = f", {tally['running']} running elsewhere" if tally["running"] else ""
+            print(f"nothing to resubmit: {tally['done']} done, {tally['oom']} out of memory{running}")
             return 0
         opts = SlurmOptions.from_table(manifest["slurm"])
     else:
@@ -186,10 +204,12 @@ def print_status(directory: Path) -> dict[str, int]:
     tally = sweep_tasks.counts(states)
     print(f"sweep {manifest['name']}: {len(states)} points in {directory}")
     print("  ".join(f"{state} {n}" for state, n in tally.items()))
-    for s in states:
-        if s["state"] in ("failed", "oom"):
+    for state in ("failed", "oom", "interrupted", "lost", "never-started"):
+        shown = [s for s in states if s["state"] == state]
+        for s in shown[:sweep_tasks.SHOWN_PER_STATE]:
             point = manifest["points"][s["index"]]
-            last = (s.get("error") or "").strip().splitlines()[-1:] or [""]
-            print(f"  {s['state']:>6}  [{s['index']}] {point['id']} llmbench {shlex.join(point['argv'])}: "
-                  f"{last[0][:160]}")
+            print(f"  {state:>13}  [{s['index']}] {point['id']} llmbench {shlex.join(point['argv'])}: "
+                  f"{sweep_tasks.reason(s)}")
+        if len(shown) > sweep_tasks.SHOWN_PER_STATE:
+            print(f"  {state:>13}  ... and {len(shown) - sweep_tasks.SHOWN_PER_STATE} more")
     return tally

@@ -1,13 +1,18 @@
-"""``llmbench sweep``: clear errors before anything is written, plan previews, safe scripts, dry runs,
-submission and --resume against stand-in SLURM commands (an old sweep's folder too), and a local run
-of tiny points."""
+"""``llmbench sweep``: clear errors before anything is written (bad points included), plan previews, safe
+scripts, dry runs, submission and --resume against stand-in SLURM commands (an old sweep's folder too),
+status that tells lost and never-started points apart, Ctrl-C in a local run, and a local run of tiny
+points."""
 
 import json
 import os
+import signal
+import socket
 import stat
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 
@@ -28,15 +33,25 @@ def parser():
     return cli.build_parser()
 
 
-@pytest.fixture()
-def llmbench_sweep(parser):
-    """Parse ``llmbench sweep ARGS`` with the root parser and run the step, as the CLI does."""
+def sweep_step(parser):
     def run(*words) -> int:
         args = parser.parse_args(["sweep", *map(str, words)])
         args.parser = parser
         return command.run(args)
 
     return run
+
+
+@pytest.fixture()
+def llmbench_sweep(parser):
+    """Parse ``llmbench sweep ARGS`` with the root parser and run the step, as the CLI does."""
+    return sweep_step(parser)
+
+
+@pytest.fixture()
+def unchecked_sweep(unchecked_parser):
+    """``llmbench_sweep`` with the commands' ``validate`` left out, for values they would refuse at plan time."""
+    return sweep_step(unchecked_parser)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -72,6 +87,16 @@ def llmbench_sweep(parser):
     ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\ncontainer = "x \'y"\n', "container"),
     ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\npython = "python3"\n', "absolute path"),
     ('name = "t"\nworkload = "decode"\n[matrix\n', "not valid TOML"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\nsbatch = ["--exclusive user"]\n',
+     "got '--exclusive user' (2 words"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\nsbatch = ["--comment=a b"]\n', "2 words"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\nsbatch = ["--comment=\\"a b"]\n',
+     "unmatched \" quote"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\nsbatch = ["# --exclusive"]\n', "got '# --exclusive'"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nmodel = ["--help"]\n', "would read it as an option"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nmodel = ["tiny-gpt2", "-x"]\n', "model = '-x' starts with '-'"),
+    ('name = "t"\nworkload = "report"\n[matrix]\nformat = ["md"]\n', "needs the argument(s) RESULTS_DIR"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1979-05-27]\n', "a TOML date or time"),
 ])
 def test_bad_sweep_files_exit_2_before_anything_is_written(tmp_path, capsys, text, message):
     path = write(tmp_path, text)
@@ -120,7 +145,7 @@ def test_command_module_imports_nothing_heavy():
 EVIL = "$(touch {pwned}); `touch {pwned}` ' \" \\ ;"
 
 
-def test_script_quotes_every_value(tmp_path, capsys, parser, llmbench_sweep):
+def test_script_quotes_every_value(tmp_path, capsys, unchecked_parser, unchecked_sweep):
     pwned = tmp_path / "pwned"
     stub = tmp_path / "py"
     stub.write_text('#!/bin/bash\nprintf "%s\\n" "$@" > "$(dirname "$0")/argv"\nenv > "$(dirname "$0")/env"\n')
@@ -139,19 +164,19 @@ def test_script_quotes_every_value(tmp_path, capsys, parser, llmbench_sweep):
         EVIL = '''{EVIL.format(pwned=pwned)}'''
     """
     path = write(tmp_path, text)
-    assert llmbench_sweep("submit", path, "--dry-run") == 0
+    assert unchecked_sweep("submit", path, "--dry-run") == 0  # (decode's own checks refuse that model path)
     assert not out.exists() and not pwned.exists()
     script = capsys.readouterr().out.split(f"\n# {out / 'collect.sbatch'}")[0].split("\n", 1)[1]
     (tmp_path / "s.sh").write_text(script)
     env = {"PATH": os.environ["PATH"], "SLURM_ARRAY_TASK_ID": "2"}
-    result = subprocess.run(["bash", str(tmp_path / "s.sh"), "3"], env=env, capture_output=True, text=True)
+    result = subprocess.run(["bash", str(tmp_path / "s.sh"), "3"], env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert not pwned.exists()
     assert (tmp_path / "argv").read_text().splitlines() == ["-m", "harness", "sweep", "task", str(out),
                                                             "--index", "5"]
     seen = (tmp_path / "env").read_text()
     assert f"EVIL={EVIL.format(pwned=pwned)}" in seen and "IN_CONTAINER=yes it is" in seen
-    points = sweep.load(path, parser).points
+    points = sweep.load(path, unchecked_parser).points
     assert points[0].argv == ["decode", "--model", f"x; touch {pwned}"]  # a list element, never shell text
 
 
@@ -236,8 +261,8 @@ def test_resume_of_a_sweep_submitted_by_the_first_version(tmp_path, fake_slurm, 
     (out / "tasks" / "2.json").write_text(json.dumps({"index": 2, "id": "000000000002", "state": "failed",
                                                        "error": "boom"}))
 
-    assert llmbench_sweep("status", out) == 0
-    assert "done 1  failed 1  oom 0  running 0  pending 1" in capsys.readouterr().out
+    assert llmbench_squeue_gone_status(llmbench_sweep, out, capsys) == (
+        "done 1  failed 1  oom 0  interrupted 0  lost 0  running 0  pending 0  never-started 1")
     assert llmbench_sweep("submit", out, "--resume") == 0
     assert "submitted 2 point(s) of sweep old" in capsys.readouterr().out
     calls = (fake_slurm / "calls").read_text().splitlines()
@@ -251,6 +276,14 @@ def test_resume_of_a_sweep_submitted_by_the_first_version(tmp_path, fake_slurm, 
     assert [j["id"] for j in jobs] == ["90", "91", "101", "102"] and jobs[2]["array"] == "0-1%2"
 
 
+def llmbench_squeue_gone_status(llmbench_sweep, out, capsys) -> str:
+    """The counts line of `sweep status` while squeue lists none of the sweep's jobs."""
+    assert llmbench_sweep("status", out) == 0
+    status = capsys.readouterr().out
+    assert "never-started  [1]" in status and "array task 90_1 left the queue without starting" in status
+    return status.splitlines()[1]
+
+
 def test_sbatch_refusal_is_one_clear_line(tmp_path, fake_slurm, capsys, base_sweep):
     (fake_slurm / "sbatch").write_text("#!/bin/bash\necho 'sbatch: error: invalid partition specified: acc' >&2\n"
                                        "exit 1\n")
@@ -260,11 +293,14 @@ def test_sbatch_refusal_is_one_clear_line(tmp_path, fake_slurm, capsys, base_swe
 
 
 def test_local_run_of_tiny_points(tmp_path, capsys, llmbench_sweep):
-    path = write(tmp_path, f"""
+    """Two tiny points here: one runs, one fails at run time (a GPU index no machine has passes the plan,
+    which does not look at devices) and leaves a failure record filed under the device it asked for."""
+    path = write(tmp_path, """
         name = "local"
         workload = "decode"
-        out = "{{out}}"
+        out = "{out}"
         [params]
+        model = "tiny-gpt2"
         prompt_len = 8
         new_tokens = 3
         repeats = 1
@@ -272,14 +308,133 @@ def test_local_run_of_tiny_points(tmp_path, capsys, llmbench_sweep):
         dtype = "fp32"
         no_ceilings = true
         [matrix]
-        model = ["tiny-gpt2", "{tmp_path / 'missing'}"]
+        device = ["cpu", "cuda:99"]
     """)
     assert llmbench_sweep("run", path) == 1
     captured = capsys.readouterr()
-    assert "done 1  failed 1  oom 0  running 0  pending 0" in captured.out and "report:" in captured.out
+    assert "done 1  failed 1  oom 0  interrupted 0  lost 0  running 0  pending 0  never-started 0" in captured.out
+    assert "report:" in captured.out
     out = tmp_path / "out"
     records = read_records([out / RECORDS_FILE])
-    assert [(r["model"], r["status"], r["sweep_index"]) for r in records] == [
-        ("tiny-gpt2", "ok", 0), (str(tmp_path / "missing"), "failed", 1)]
-    assert "does not exist" in json.loads((out / "tasks" / "1.json").read_text())["error"]
+    assert [(r["device"], r["status"], r["sweep_index"]) for r in records] == [("cpu", "ok", 0), ("cuda:99", "failed", 1)]
+    assert records[1]["env"]["device_type"] == "cuda" and records[1]["env"]["device_name"]
+    assert records[1]["env"]["host"] == socket.gethostname()
+    assert "cuda:99" in json.loads((out / "tasks" / "1.json").read_text())["error"]
     assert (out / "report" / "report.md").exists() and (out / "logs" / "point-0.log").read_text()
+    report = (out / "report" / "report.md").read_text()
+    assert "## unknown" not in report
+    capsys.readouterr()
+    assert llmbench_sweep("run", path) == 1  # again: the done point stays, the failed one runs again
+    assert "1 of 2 points already finished" in capsys.readouterr().err
+    assert json.loads((out / "tasks" / "1.json").read_text())["attempt"] == 2
+
+
+def fake_points(monkeypatch, code):
+    """Every point runs ``python -c code`` (staging folder as argv[1], index as argv[2]) instead of llmbench."""
+    monkeypatch.setattr(sweep_tasks, "point_command",
+                        lambda point, python, out: [python, "-c", code, str(out), str(out.name)])
+
+
+OK_RECORD = ("import sys; from harness.records import append_record, make_record; "
+             "append_record(sys.argv[1] + '/records.jsonl', make_record(run_id='r', point={'workload': 'decode'}))")
+
+
+def test_ctrl_c_in_a_local_run_stops_the_point_and_the_sweep(tmp_path, monkeypatch, capsys, llmbench_sweep,
+                                                            base_sweep):
+    fake_points(monkeypatch, "import sys, time\nif sys.argv[2] == '1':\n    print('sleep' + 'ing', flush=True); "
+                             "time.sleep(60)\n" + OK_RECORD)
+    monkeypatch.setattr(sweep_tasks, "collect", lambda directory: pytest.fail("no report after Ctrl-C"))
+    path = write(tmp_path, base_sweep)
+    log = tmp_path / "out" / "logs" / "point-1.log"
+
+    def press_ctrl_c():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (log.exists() and "sleeping\n" in log.read_text()):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c).start()
+    assert llmbench_sweep("run", path) == 130
+    captured = capsys.readouterr()
+    assert "done 1  failed 0  oom 0  interrupted 1  lost 0  running 0  pending 6" in captured.out
+    assert "point 1 was stopped and marked interrupted" in captured.err
+    out = tmp_path / "out"
+    task = json.loads((out / "tasks" / "1.json").read_text())
+    assert task["state"] == "interrupted" and not sweep_tasks.pid_alive(task["point_pid"])
+    assert not (out / "tasks" / "2.json").exists()  # the sweep stopped there
+    assert [r["sweep_index"] for r in read_records([out / RECORDS_FILE])] == [0]
+
+    fake_points(monkeypatch, OK_RECORD)
+    monkeypatch.setattr(sweep_tasks, "collect", lambda directory: 0)
+    assert llmbench_sweep("run", path) == 0  # goes on: the interrupted point and the rest
+    assert json.loads((out / "tasks" / "1.json").read_text())["attempt"] == 2
+
+
+def test_local_run_reruns_lost_points_and_leaves_running_ones(tmp_path, monkeypatch, capsys, llmbench_sweep,
+                                                             base_sweep):
+    path = write(tmp_path, base_sweep)
+    fake_points(monkeypatch, OK_RECORD)
+    monkeypatch.setattr(sweep_tasks, "collect", lambda directory: 0)
+    out = tmp_path / "out"
+    (out / "tasks").mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    beat = datetime_now()
+    host = socket.gethostname()
+    (out / "tasks" / "0.json").write_text(json.dumps({"index": 0, "state": "running", "host": host, "pid": dead.pid,
+                                                      "heartbeat": beat, "heartbeat_s": 30, "attempt": 1}))
+    (out / "tasks" / "1.json").write_text(json.dumps({"index": 1, "state": "running", "host": host,
+                                                      "pid": os.getpid(), "heartbeat": beat, "heartbeat_s": 30}))
+    assert llmbench_sweep("run", path) == 1  # point 1 is running elsewhere: not all done
+    captured = capsys.readouterr()
+    assert "1 point(s) are running elsewhere" in captured.err
+    assert "done 7  failed 0  oom 0  interrupted 0  lost 0  running 1  pending 0" in captured.out
+    assert json.loads((out / "tasks" / "0.json").read_text())["attempt"] == 2
+
+
+def datetime_now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def test_status_names_lost_and_never_started_points(tmp_path, fake_slurm, capsys, llmbench_sweep, base_sweep):
+    path = write(tmp_path, base_sweep)
+    assert llmbench_sweep("submit", path) == 0
+    out = tmp_path / "out"
+    (out / "tasks" / "0.json").write_text(json.dumps({"index": 0, "state": "done"}))
+    (out / "tasks" / "1.json").write_text(json.dumps({
+        "index": 1, "state": "running", "host": "node9", "pid": 5, "heartbeat": datetime_now(), "heartbeat_s": 30,
+        "slurm_array_job_id": "101", "slurm_array_task_id": "1"}))
+    queued = "101_1\n101_2\n102_0\n102_1\n102_2\n103_0\n103_1"
+    (fake_slurm / "queue").write_text(queued)  # squeue --array: one line per array task
+    capsys.readouterr()
+    assert llmbench_sweep("status", out) == 0
+    assert "done 1  failed 0  oom 0  interrupted 0  lost 0  running 1  pending 6  never-started 0" in (
+        capsys.readouterr().out)
+    (fake_slurm / "queue").write_text(queued.split("\n", 2)[2])  # array 101 (points 0-2) has left the queue
+    assert llmbench_sweep("status", out) == 0
+    status = capsys.readouterr().out
+    assert "done 1  failed 0  oom 0  interrupted 0  lost 1  running 0  pending 5  never-started 1" in status
+    assert "lost  [1]" in status and "SLURM job 101_1 has left the queue" in status
+    assert "never-started  [2]" in status and "array task 101_2 left the queue without starting" in status
+    assert cli.main(["sweep", "submit", str(out), "--resume"]) == 2  # 102 is still queued
+    (fake_slurm / "queue").write_text("")
+    assert llmbench_sweep("submit", out, "--resume") == 0
+    calls = (fake_slurm / "calls").read_text().splitlines()[4:]  # points 1 (lost) and 2-7 (never started)
+    assert [(c.split()[1], c.split()[-1]) for c in calls[:3]] == [("--array=0-2", "1"), ("--array=0-2", "4"),
+                                                                   ("--array=0", "7")]
+
+
+def test_plan_refuses_a_point_its_command_refuses(tmp_path, capsys, parser, base_sweep):
+    if not callable(sweep.parser_parts(parser)[0]["decode"].get_default("validate")):
+        pytest.skip("`llmbench decode` has no validate yet")
+    path = write(tmp_path, base_sweep.replace('"tiny-gpt2"]', '"tiny-gpt2", "tiny-lama"]'))
+    for words in (["sweep", "plan", str(path)], ["sweep", "submit", str(path), "--dry-run"],
+                  ["sweep", "run", str(path)]):
+        assert cli.main(words) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('llmbench sweep: error: point 8 (decode: prompt_len = 8, new_tokens = 3, model = '
+                              '"tiny-lama", dtype = "bf16", batch_size = 1): unknown model preset') and (
+            "(3 more of the 12 points are refused too)" in err) and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

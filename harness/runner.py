@@ -10,7 +10,7 @@ its points the timed region, in the workload's precision's matmul mode:
   the median time per call with its spread, 95% CI and CV, and the best (shortest) call;
 - ``Runs``: ``warmup`` untimed runs, then timed runs on a step clock, under the
   GPU telemetry sampler (a fixed number, or with ``repeats=None`` until the
-  headline metric's 95% CI is within 2% of its median, at least 3, at most
+  headline metric's 95% CI is within 2% of its median, at least 5, at most
   ``max_time_s``); the workload summarizes them.
 
 Comparisons (``interleave=True``, several workloads over the same points, e.g.
@@ -52,7 +52,7 @@ from workloads.workload import Calls, Runs, Unsupported
 NOISY_CV = 0.05  # a headline metric whose samples vary more than this gets a warning
 NOISE_CHECKED = ("tokens_per_s", "time_ms", "step_ms")
 AUTO_CI = 0.02  # --repeats auto: stop once the median's 95% CI half-width is within this fraction
-MIN_REPEATS, MAX_REPEATS = 3, 200
+MIN_REPEATS, MAX_REPEATS = 5, 200  # a bootstrap interval of fewer samples is too narrow to trust
 FIT_FRACTION = 0.7  # variants run together when their footprints fit in this much of the free memory
 
 

@@ -61,7 +61,7 @@ class Runs:
     with its peers' (the largest process of a multi-process run); ``tokens`` is the tokens one run
     produces or trains on, for energy per token.
 
-    ``repeats`` None means as many as the headline metric needs: at least 3 timed runs, then more
+    ``repeats`` None means as many as the headline metric needs: at least 5 timed runs, then more
     until the 95% confidence interval of its median is within 2% of the median or ``max_time_s``
     is spent; ``headline(runs)`` gives that metric's per-run samples (decode: tokens/s)."""
 

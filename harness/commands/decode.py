@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
     g.add_argument("--repetition-penalty", type=float, default=1.0, help="penalty on repeated tokens")
     m = d.add_argument_group("measurement")
     m.add_argument("--repeats", type=options.repeats, default="auto",
-                   help="timed generations per point; auto = at least 3, then more until the 95%% CI of the "
+                   help="timed generations per point; auto = at least 5, then more until the 95%% CI of the "
                         "median tokens/s is within 2%% (or --max-time is spent)")
     m.add_argument("--max-time", type=options.positive_float, default=60.0,
                    help="seconds of timed generations per point (all compared variants together) for --repeats auto")

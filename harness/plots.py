@@ -176,6 +176,12 @@ def devices(records_by_device: dict[str, list[dict]], out: Path, stem: str) -> s
 
 
 MODES = list(ATTENTION_MODES)
+def _impl_order(impl: str) -> tuple[int, str]:
+    """Implementations in IMPL_STYLE's order; one without a style of its own after them, by name."""
+    styled = list(IMPL_STYLE)
+    return (styled.index(impl) if impl in styled else len(styled), impl)
+
+
 IMPL_STYLE = {"triton": ("#d62728", "o"), "sdpa-flash": ("#1f77b4", "s"), "sdpa-efficient": ("#17becf", "D"),
               "sdpa-cudnn": ("#9467bd", "v"), "sdpa-math": ("#8c564b", "x"), "eager": ("#7f7f7f", "^")}
 
@@ -196,7 +202,7 @@ def attention(device: str, records: list[dict], peak_tflops: float | None, out: 
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         mode, causal, head_dim, heads, kv_heads = key
-        for impl, pts in sorted(panels[key].items(), key=lambda item: list(IMPL_STYLE).index(item[0])):
+        for impl, pts in sorted(panels[key].items(), key=lambda item: _impl_order(item[0])):
             pts.sort()
             color, marker = IMPL_STYLE.get(impl, ("#333333", "."))
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, marker=marker, label=impl)

@@ -223,3 +223,9 @@ def test_attention_rings_points_above_the_measured_peak(tmp_path, figures):
     assert rings(ax) == [(1024.0, 660.0)]
     assert legend(ax) == ["triton", "measured matmul peak"]  # the legend stays as it was
     assert any("above the measured peak" in t.get_text() and "llmbench peak" in t.get_text() for t in ax.texts)
+
+
+def test_attention_draws_an_implementation_without_a_style_last(tmp_path, drawn):
+    records = [attention(impl, seq, 1.0) for impl in ("flex", "triton") for seq in (256, 512)]
+    assert plots.attention("cpu", records, None, tmp_path, "a") == "a"
+    assert legend(drawn[0].axes[0]) == ["triton", "flex"]

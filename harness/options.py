@@ -10,6 +10,7 @@ run can judge. Nothing here imports torch, so ``llmbench --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from pathlib import Path
 
@@ -142,6 +143,15 @@ def add_ceilings(parser, when: str = "first", lacks: str = "MBU, MFU and bound")
     parser.add_argument("--remeasure", dest="remeasure", action="store_true",
                         help=f"measure the ceilings again {when}, even when stored ones match this machine's "
                              "fingerprint (device, torch, CPU threads or GPU clocks and power limit)")
+
+
+@functools.cache
+def model_once(model: str):
+    """``workloads.presets.resolve_model``, once per name: a sweep validates thousands of points over a
+    few models (the spec is only read, never built from, on that path)."""
+    from workloads.presets import resolve_model
+
+    return resolve_model(model)
 
 
 def check_writable(out: Path) -> None:

@@ -11,7 +11,6 @@ models fit in memory together (see ``harness.runner``).
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 
 from harness import options
@@ -78,7 +77,7 @@ def _request(args, device=None):
     model = args.model
     if model == "auto":
         model = DECODE_MODEL[device.type if device is not None else "cuda"]
-    spec = resolve_model(model) if device is not None else _checked_spec(model)
+    spec = resolve_model(model) if device is not None else options.model_once(model)
     precisions = [parse_precision(name) for name in args.dtype.split(",") if name.strip()]
     points = [DecodePoint(b, p, n) for b in args.batch_size for p in args.prompt_len for n in args.new_tokens]
     generation = GenerationOptions(
@@ -89,14 +88,6 @@ def _request(args, device=None):
     engines = [e.strip() for e in args.engine.split(",") if e.strip()]
     check(spec, precisions, device, points, args.attn, generation, engines, args.repeats)
     return spec, precisions, points, generation, engines
-
-
-@functools.cache
-def _checked_spec(model: str):
-    """A sweep validates thousands of points over a few models: resolve each once per plan."""
-    from workloads.presets import resolve_model
-
-    return resolve_model(model)
 
 
 def validate(args) -> None:

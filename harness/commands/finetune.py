@@ -17,7 +17,6 @@ after training, on rank 0, so they never compete with the training processes.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 
 from harness import options
@@ -73,7 +72,7 @@ def _request(args, device=None):
     from workloads.presets import resolve_model
 
     model = TRAIN_MODEL[device.type if device is not None else "cuda"] if args.model == "auto" else args.model
-    spec = resolve_model(model) if device is not None else _checked_spec(model)
+    spec = resolve_model(model) if device is not None else options.model_once(model)
     precision = parse_precision(args.dtype)
     if device is not None:
         check_supported(precision, device)
@@ -82,14 +81,6 @@ def _request(args, device=None):
                          args.grad_checkpointing, args.compile, args.seed)
     check(spec, precision, device, point, train)
     return spec, precision, point, train
-
-
-@functools.cache
-def _checked_spec(model: str):
-    """A sweep validates thousands of points over a few models: resolve each once per plan."""
-    from workloads.presets import resolve_model
-
-    return resolve_model(model)
 
 
 def validate(args) -> None:

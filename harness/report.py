@@ -22,6 +22,20 @@ from harness.ceilings import device_key, from_records
 from harness.records import read_records
 from workloads.errors import UserError
 
+def final_failures(records: list[dict]) -> tuple[list[dict], int]:
+    """The records that did not complete, counting a sweep point by its final outcome: a point that
+    failed and later completed (a resumed sweep) is no failure. Also how many points that was."""
+    attempts: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r.get("sweep_point_id") is not None:
+            attempts.setdefault((r.get("sweep"), r["sweep_point_id"]), []).append(r)
+    recovered = {key for key, rs in attempts.items() if any(r.get("status") == "ok" for r in rs)}
+    retried = {key for key in recovered if any(r.get("status") != "ok" for r in attempts[key])}
+    failed = [r for r in records if r.get("status") not in ("ok", None)
+              and (r.get("sweep"), r.get("sweep_point_id")) not in recovered]
+    return failed, len(retried)
+
+
 def build(inputs: list[Path], out: Path) -> tuple[Path, Path]:
     records = read_records(inputs)
     if not records:
@@ -53,7 +67,7 @@ def build(inputs: list[Path], out: Path) -> tuple[Path, Path]:
           f"{roofline.PEAK_HINT}.",
           ""]
     sections = []  # (heading, markdown body, html body) per block, rendered to both formats
-    failed = [r for r in records if r.get("status") not in ("ok", None)]
+    failed, retried = final_failures(records)
     devices = set(ceilings) | set(decode) | set(finetune) | set(attention) | set(pytest_benchmarks)
     for n, device in enumerate(sorted(devices)):
         c, rs = ceilings.get(device), decode.get(device, [])
@@ -98,6 +112,10 @@ def build(inputs: list[Path], out: Path) -> tuple[Path, Path]:
     if failed:
         sections.append([("h2", "Points that did not complete"),
                          ("table", views.not_completed_rows(failed), views.NOT_COMPLETED_COLUMNS)])
+    if retried:
+        sections.append([("h2", "Sweep points that needed more than one attempt"),
+                         ("p", f"{retried} point(s) failed at first and completed on a later attempt "
+                               "(`llmbench sweep submit --resume`); only their final outcome counts above.")])
 
     html_parts = []
     for blocks in sections:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from harness import options
@@ -23,6 +24,11 @@ def run(args) -> int:
     first = args.inputs[0]
     out = args.out or ((first if first.is_dir() else first.parent) / "report")
     options.check_writable(out)
-    md, html = build(args.inputs, out)
+    try:
+        md, html = build(args.inputs, out)
+    except OSError as exc:  # a full disk or a folder gone read-only while writing: the records are untouched
+        print(f"llmbench report: could not write the report to {out}: {exc.strerror or exc}; the records are "
+              "unchanged, free some space or pass --out elsewhere", file=sys.stderr)
+        return 1
     print(f"report: {html}\n        {md}")
     return 0

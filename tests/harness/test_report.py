@@ -193,3 +193,17 @@ def test_report_lists_kernel_warnings(tmp_path):
     tflops = fast["derived"]["achieved_tflops"]
     assert f"attention MFU {100 * tflops / 750:.1f}% is above the measured matmul rate" in md
     assert (tmp_path / "rep" / "plots" / "attention-0-bf16.png").exists()  # with its over-peak point ringed
+
+
+def test_a_resumed_sweep_point_counts_by_its_final_outcome(tmp_path):
+    from harness.report import final_failures
+
+    def attempt(point_id, status, n):
+        r = make_record(run_id="s", point={"workload": "decode", "model": "m", "dtype": "bf16"}, status=status,
+                        error=None if status == "ok" else "killed", env=CPU)
+        return {**r, "sweep": "t", "sweep_point_id": point_id, "sweep_attempt": n}
+
+    records = [attempt("a", "failed", 1), attempt("a", "ok", 2), attempt("b", "oom", 1), attempt("b", "oom", 2)]
+    failed, retried = final_failures(records)
+    assert [(r["sweep_point_id"], r["sweep_attempt"]) for r in failed] == [("b", 1), ("b", 2)]
+    assert retried == 1

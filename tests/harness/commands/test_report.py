@@ -32,3 +32,21 @@ def test_bad_input_exits_2(tmp_path, capsys, argv, message):
     except SystemExit as exc:
         code = exc.code
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_a_report_that_cannot_be_written_exits_1_and_keeps_the_records(tmp_path, monkeypatch, capsys):
+    from harness import report
+
+    run = tmp_path / "run"
+    append_record(run / RECORDS_FILE, make_record(run_id="p", point={"workload": "copy", "dtype": "fp32"},
+                                                  derived={"achieved_gbps": 10.0}, env={"device_name": "cpu"}))
+    before = (run / RECORDS_FILE).read_bytes()
+
+    def full(inputs, out):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "build", full)
+    assert cli.main(["report", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err
+    assert (run / RECORDS_FILE).read_bytes() == before

@@ -113,14 +113,39 @@ def _local_spec(path: Path) -> ModelSpec:
             f"{path} has no *.safetensors weights{found}; llmbench loads safetensors only. "
             "Convert with `model.save_pretrained(dir, safe_serialization=True)`."
         )
-    raw = json.loads((path / "config.json").read_text())
+    try:
+        raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path / 'config.json'} is not valid JSON ({str(exc).splitlines()[0][:120]}); "
+                        "copy the checkpoint's config.json again") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path / 'config.json'} is not a JSON object; copy the checkpoint's config.json again")
+    for weights in sorted(path.glob("*.safetensors")):
+        _check_safetensors(weights)
     if "auto_map" in raw:
         raise UserError(f"{path} needs custom code from the hub (auto_map in config.json); llmbench never runs remote code")
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     except (ValueError, KeyError, OSError) as exc:
-        raise UserError(f"cannot read {path / 'config.json'}: {exc}") from None
+        reason = " ".join(str(exc).split())[:300]  # one line, whatever transformers wrote
+        raise UserError(f"cannot read {path / 'config.json'}: {reason}") from None
     return _countable(ModelSpec(path.resolve().name, config, path=path.resolve()))
+
+
+def _check_safetensors(path: Path) -> None:
+    """A safetensors file starts with an 8-byte little-endian header length and that many bytes of JSON;
+    an empty, truncated or garbage file is refused here instead of failing every point later."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            size = int.from_bytes(head, "little") if len(head) == 8 else -1
+            header = handle.read(size) if 0 < size <= path.stat().st_size - 8 else b""
+        ok = isinstance(json.loads(header), dict) if header else False
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        ok = False
+    if not ok:
+        raise UserError(f"{path} is not a safetensors file (empty, truncated or another format); copy the "
+                        "checkpoint's weights again")
 
 
 def build_model(spec: ModelSpec, dtype: torch.dtype, device: torch.device, attn: str, seed: int = 0):

@@ -122,8 +122,26 @@ def test_moe_checkpoint_it_cannot_count_is_refused_before_loading(tmp_path):
     path.mkdir()
     config = json.loads((PRESET_DIR / "tiny-mixtral.json").read_text())["config"]
     (path / "config.json").write_text(json.dumps({**config, "num_experts_per_tok": 9}))
-    (path / "model.safetensors").write_bytes(b"")  # never read: refused from its config
+    (path / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")  # an empty but valid file
     with pytest.raises(UserError, match="mixture-of-experts .* num_experts_per_tok=9 is not k of n"):
         resolve_model(str(path))
     (path / "config.json").write_text(json.dumps(config))
     assert resolve_model(str(path)).config.num_local_experts == 8
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: (p / "config.json").write_text("{bad"), "config.json is not valid JSON"),
+    (lambda p: (p / "config.json").write_bytes(b"\xff\xfe"), "config.json is not valid JSON"),
+    (lambda p: (p / "config.json").write_text("[]"), "is not a JSON object"),
+    (lambda p: (p / "config.json").write_text("{}"), "cannot read .*config.json"),
+    (lambda p: (p / "model.safetensors").write_bytes(b""), "is not a safetensors file"),
+    (lambda p: (p / "model.safetensors").write_text("garbage weights"), "is not a safetensors file"),
+    (lambda p: (p / "model.safetensors").write_bytes((10**9).to_bytes(8, "little") + b"{}"),
+     "is not a safetensors file"),
+])
+def test_damaged_checkpoints_are_refused_in_one_line(checkpoint, damage, message):
+    path, _ = checkpoint
+    damage(path)
+    with pytest.raises(UserError, match=message) as exc:
+        resolve_model(str(path))
+    assert "\n" not in str(exc.value)

@@ -24,13 +24,13 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transforme
 
 from harness import options, records  # noqa: E402
 from harness.commands import (  # noqa: E402
-    compare, decode, env, finetune, import_pytest_benchmark, kernel, models, peak, report, sweep,
+    compare, decode, env, finetune, import_pytest_benchmark, kernel, models, peak, report, suite, sweep,
 )
 from workloads.errors import UserError  # noqa: E402
 
 COMMANDS = {"decode": decode, "finetune": finetune, "peak": peak, "report": report, "models": models, "env": env,
             "kernel": kernel, "compare": compare, "import-pytest-benchmark": import_pytest_benchmark,
-            "sweep": sweep}
+            "sweep": sweep, "suite": suite}
 EXIT_USAGE = 2
 
 

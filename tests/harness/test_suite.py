@@ -251,3 +251,17 @@ def test_targets_markdown(with_steps):
     assert len(lines) == 15 + (3 if with_steps else 0)
     assert "| int8 weights decode | this feature does not exist yet |" in md
     assert ("| peak | failed | 2 | 3s | 0 | exit code 2 |" in md) == with_steps
+
+
+def test_the_sweep_file_is_the_full_gpu_suite(tmp_path):
+    """slurm/examples/suite.toml holds the same llmbench command lines as the full suite on a GPU."""
+    from harness.cli import build_parser
+    from harness.sweep import from_dict, tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    data = tomllib.loads((root / "slurm" / "examples" / "suite.toml").read_text())
+    sweep = from_dict(data, build_parser(), out=tmp_path)
+    points = [sorted(p.argv) for p in sweep.points]
+    steps = [sorted(w for w in s.argv if w not in ("--device", "auto"))
+             for s in suite.steps(False, "cuda", "auto", tests=tmp_path) if not s.pytest]
+    assert points == steps

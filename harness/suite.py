@@ -413,7 +413,7 @@ def targets(records: list[dict]) -> list[Target]:
         Target("int8 weights decode", ">= 1.6x bf16 lean at batch 1 (8B)", missing, NOT_MEASURED),
         Target("int8 KV decode attention", ">= 85% of copy bandwidth on stored bytes", missing, NOT_MEASURED),
         Target("kernel resources", "spill-free candidates that fit, every kernel x arch x head dim",
-               "checked statically by the tests (ptxas), not by the suite", NOT_MEASURED),
+               "no static check yet (`llmbench kernel compile`, issue #20, does not exist)", NOT_MEASURED),
         Target("multi-GPU DDP fine-tune", "scaling >= 90% from 1 to 8 GPUs", missing, NOT_MEASURED),
         Target("multi-GPU TP decode", "TP=2 decode of 8B >= 1.7x TP=1", missing, NOT_MEASURED),
     ]

@@ -13,8 +13,10 @@ import socket
 import subprocess
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the sweep's task wrapper reads cpu_name without it
+    import torch
 
 SLURM_VARS = {
     "slurm_job_id": "SLURM_JOB_ID",
@@ -44,6 +46,8 @@ def cpu_name() -> str:
 
 
 def device_name(device: torch.device) -> str:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return cpu_name()
@@ -82,6 +86,8 @@ def git_sha() -> str | None:
 
 def capture(device: torch.device) -> dict:
     """The ``env`` block of a record for work on ``device``."""
+    import torch
+
     cuda = device.type == "cuda"
     env = {
         "device_name": device_name(device),

@@ -26,7 +26,8 @@ whose samples vary by more than 5% (CV) gets a warning. A point whose
 implementation cannot run it is recorded as ``skipped``, one that runs out of
 memory as ``oom``, one that fails as ``failed`` (with the error's tail); the next
 point goes on. A ``UserError`` is the user's mistake and stops the run. Each
-record is appended to ``OUT/records.jsonl`` the moment it is complete.
+record is appended to ``OUT/records.jsonl`` the moment it is complete (in a comparison run in
+blocks, once the drift check has marked it).
 """
 
 from __future__ import annotations

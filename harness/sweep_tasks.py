@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shlex
 import shutil
 import signal
@@ -48,6 +47,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness import envinfo
 from harness.sweep import Sweep
 from slurm import backend
 from slurm.backend import SlurmOptions
@@ -425,18 +425,6 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def _cpu_name() -> str:
-    """The CPU's name as ``harness.envinfo.cpu_name`` gives it (that module imports torch; a test holds
-    the two equal)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _gpu_names() -> list[str] | None:
     """The names of this host's GPUs (NVML, else ``nvidia-smi``), in index order; None when neither answers."""
     try:
@@ -468,7 +456,7 @@ def failure_env(params: dict, host: str) -> dict:
     wanted = str(params.get("device", "auto")).strip().lower()
     env = {"host": host, "device_type": None, "device_name": None}
     if wanted == "cpu":
-        return {**env, "device_type": "cpu", "device_name": _cpu_name()}
+        return {**env, "device_type": "cpu", "device_name": envinfo.cpu_name()}
     names = _gpu_names() or []
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
@@ -484,7 +472,7 @@ def failure_env(params: dict, host: str) -> dict:
         # a GPU that is not there still gets a name: one that says so, never an "unknown" device
         name = names[index] if index < len(names) else f"{wanted} (not found on {host})"
         return {**env, "device_type": "cuda", "device_name": name}
-    return {**env, "device_type": "cpu", "device_name": _cpu_name()}
+    return {**env, "device_type": "cpu", "device_name": envinfo.cpu_name()}
 
 
 def _heartbeat(path: Path, state: dict, lock: threading.Lock, stop: threading.Event, interval: float) -> None:

@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workloads.choices import PACKINGS
 from workloads.errors import UserError
 
 FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".txt": "text"}

@@ -43,14 +43,12 @@ import torch.distributed as torch_dist
 
 from workloads import cost, data
 from workloads.attention import check_attn
-from workloads.choices import ATTN_IMPLEMENTATIONS, TRAINERS
+from workloads.choices import PACKINGS, TRAINERS
 from workloads.errors import UserError
 from workloads.precision import Precision, matmul_mode
 from workloads.presets import ModelSpec, build_model
 from workloads.stats import spread, summary
 from workloads.workload import Clock, Runs
-
-ATTN_BACKENDS = ATTN_IMPLEMENTATIONS  # all of them have a backward pass, ours included
 
 
 @dataclass(frozen=True)
@@ -133,8 +131,8 @@ def check(spec: ModelSpec, precision: Precision, device: torch.device | None, po
     if options.trainer not in TRAINERS:
         raise UserError(f"unknown trainer {options.trainer!r}; choose from {', '.join(TRAINERS)}")
     check_attn(options.attn, device)
-    if options.packing not in data.PACKINGS:
-        raise UserError(f"unknown packing {options.packing!r}; choose from {', '.join(data.PACKINGS)}")
+    if options.packing not in PACKINGS:
+        raise UserError(f"unknown packing {options.packing!r}; choose from {', '.join(PACKINGS)}")
     if precision.name == "fp16" and device is not None and device.type != "cuda":
         raise UserError("fp16 mixed precision needs a GPU (its GradScaler and fp16 kernels); on the CPU use bf16 "
                         "or fp32")

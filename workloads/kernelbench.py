@@ -39,7 +39,6 @@ from workloads.errors import UserError
 from workloads.precision import Precision
 from workloads.workload import Calls, Unsupported
 
-IMPLS, MODES, DECODE_IMPLS = ATTENTION_IMPLS, ATTENTION_MODES, DECODE_ATTENTION_IMPLS
 PAGE_SIZE = 16
 
 
@@ -61,11 +60,11 @@ class AttentionPoint:
 def check_point(point: AttentionPoint | DecodeAttentionPoint) -> None:
     """Refuse a point of either kernel that nothing can run: unknown names, sizes below 1, a GQA split
     that does not divide."""
-    impls = DECODE_IMPLS if isinstance(point, DecodeAttentionPoint) else IMPLS
+    impls = DECODE_ATTENTION_IMPLS if isinstance(point, DecodeAttentionPoint) else ATTENTION_IMPLS
     if point.impl not in impls:
         raise UserError(f"unknown implementation {point.impl!r}; choose from {', '.join(impls)}")
-    if getattr(point, "mode", MODES[0]) not in MODES:
-        raise UserError(f"unknown mode {point.mode!r}; choose from {', '.join(MODES)}")
+    if getattr(point, "mode", ATTENTION_MODES[0]) not in ATTENTION_MODES:
+        raise UserError(f"unknown mode {point.mode!r}; choose from {', '.join(ATTENTION_MODES)}")
     small = [name for name, value in point.fields().items() if type(value) is int and value < 1]
     if small:
         raise UserError(f"{', '.join(small)} must be positive")

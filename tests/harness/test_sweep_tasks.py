@@ -360,7 +360,6 @@ def test_failure_record_carries_the_device(prepared, monkeypatch):
     from harness import ceilings, envinfo
 
     fake_point(monkeypatch, "import sys; sys.exit(3)")
-    assert sweep_tasks._cpu_name() == envinfo.cpu_name()
     monkeypatch.setattr(sweep_tasks, "_gpu_names", lambda: None)
     assert sweep_tasks.run_task(prepared.out, 0, quiet=True) == "failed"
     (record,) = read_records([prepared.out / RECORDS_FILE])
@@ -382,7 +381,7 @@ def test_failure_record_carries_the_device(prepared, monkeypatch):
 ])
 def test_failure_env_names_the_device_without_torch(monkeypatch, device, gpus, visible, expected):
     monkeypatch.setattr(sweep_tasks, "_gpu_names", lambda: gpus)
-    monkeypatch.setattr(sweep_tasks, "_cpu_name", lambda: "CPU")
+    monkeypatch.setattr(sweep_tasks.envinfo, "cpu_name", lambda: "CPU")
     if visible is None:
         monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     else:

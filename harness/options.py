@@ -145,6 +145,27 @@ def add_ceilings(parser, when: str = "first", lacks: str = "MBU, MFU and bound")
                              "fingerprint (device, torch, CPU threads or GPU clocks and power limit)")
 
 
+def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace, skip=()) -> list[str]:
+    """The options of ``parser`` (one subcommand's) that reproduce ``args``, but those whose dest is in
+    ``skip``: the words to run the same command again in another process (``finetune --nproc`` starts
+    its processes with them). Only options whose value differs from the default are written; flags
+    as flags, lists comma-separated."""
+    words = []
+    for action in parser._actions:  # argparse lists its options nowhere else
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if not long or action.dest in ("help", argparse.SUPPRESS, *skip) or not hasattr(args, action.dest):
+            continue
+        value = getattr(args, action.dest)
+        if value == action.default:
+            continue
+        if action.nargs == 0:  # store_true / store_false / store_const: the flag sets the value
+            words.append(long[0])
+        elif value is not None:
+            text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+            words += [long[0], text] if not text.startswith("-") else [f"{long[0]}={text}"]
+    return words
+
+
 @functools.cache
 def model_once(model: str):
     """``workloads.presets.resolve_model``, once per name: a sweep validates thousands of points over a

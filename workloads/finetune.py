@@ -23,9 +23,28 @@ gradients and optimizer state, with matmuls and activations in bf16/fp16 under
 autocast. They are not pure bf16 weights. Records say so: ``weights_dtype``
 float32 and ``autocast_dtype`` bfloat16.
 
-Multi-process: under ``torchrun`` each process trains on its own shard of the
-blocks (DDP; gloo on CPU, nccl on GPU). The global batch per optimizer step is
-``batch_size x grad_accum x world_size`` sequences.
+Multi-process: under ``torchrun`` (which ``llmbench finetune --nproc N`` starts
+itself) each process trains on its own shard of the blocks; gloo on CPU, nccl on
+GPU. The global batch per optimizer step is ``batch_size x grad_accum x
+world_size`` sequences. Two ways to spread the model:
+
+* DDP (the default): every process holds the whole model and optimizer state;
+  gradients are all-reduced once per optimizer step (``no_sync`` on the other
+  micro-batches).
+* FSDP (``fsdp=True``, FSDP2's ``fully_shard``): parameters, gradients and
+  optimizer state are sharded over the processes, each decoder layer its own
+  unit (the model's ``_no_split_modules``), then the root; a layer's parameters
+  are all-gathered for its forward and again for its backward, gradients are
+  reduce-scattered. This is what lets a model larger than one GPU's memory train.
+  Mixed precision stays autocast over fp32 shards, the same numerics as DDP.
+
+Records say ``parallel`` (``ddp``, ``fsdp``, or None for one plain process),
+``world_size``, ``nodes`` and ``nproc_per_node``; the report divides tokens/s per
+process by the 1-process point's for scaling efficiency. The cost block carries
+the gradient bytes each process contributes to the gradient reduction per
+optimizer step (trainable parameters x 4 bytes: fp32 gradients), from first
+principles; how many bytes the collective moves on the wire depends on the
+algorithm (ring all-reduce: 2 (N-1)/N of it per process, see ``cost.allreduce``).
 """
 
 from __future__ import annotations
@@ -72,20 +91,31 @@ class TrainOptions:
     grad_checkpointing: bool = False
     compile: bool = False
     seed: int = 0
+    fsdp: bool = False
 
 
 @dataclass(frozen=True)
 class Dist:
-    """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
+    """This process's place in a ``torchrun`` job (rank 0 of 1 without one): its rank, local rank,
+    the processes in all and on this node, and the nodes (torchrun's agents, one per node)."""
 
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    local_world_size: int = 1
+    nodes: int = 1
 
     @classmethod
     def from_env(cls) -> Dist:
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
-                   int(os.environ.get("WORLD_SIZE", 1)))
+        world = int(os.environ.get("WORLD_SIZE", 1))
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        nodes = int(os.environ.get("GROUP_WORLD_SIZE", 0)) or max(1, -(-world // max(local, 1)))
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), world, local, nodes)
+
+    @staticmethod
+    def under_launcher() -> bool:
+        """Whether this process was started by torchrun (or its elastic agent)."""
+        return "LOCAL_WORLD_SIZE" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ
 
     @property
     def main(self) -> bool:
@@ -97,11 +127,22 @@ class Dist:
             return torch.device("cuda", self.local_rank)
         return requested
 
-    def init(self, device: torch.device) -> None:
-        if self.world_size > 1 and not torch_dist.is_initialized():
-            if device.type == "cuda":
-                torch.cuda.set_device(device)
-            torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    def init(self, device: torch.device, always: bool = False) -> None:
+        """Join the process group (nccl on GPU, gloo on CPU) when there is more than one process; with
+        ``always``, a group of one too (FSDP shards over a group even when it is alone)."""
+        if torch_dist.is_initialized() or (self.world_size == 1 and not always):
+            return
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        if self.world_size == 1 and "MASTER_ADDR" not in os.environ:
+            torch_dist.init_process_group(backend, store=torch_dist.HashStore(), rank=0, world_size=1)
+        else:
+            torch_dist.init_process_group(backend)
+
+    def parallel(self, fsdp: bool) -> str | None:
+        """The strategy a record names: fsdp, ddp (more than one process), or None (one plain process)."""
+        return "fsdp" if fsdp else ("ddp" if self.world_size > 1 else None)
 
     def close(self) -> None:
         if torch_dist.is_initialized():
@@ -140,6 +181,9 @@ def check(spec: ModelSpec, precision: Precision, device: torch.device | None, po
         raise UserError("--compile needs --warmup-steps 1 or more, so compilation stays out of the timed steps")
     if not 0 < options.lr < math.inf:
         raise UserError(f"--lr must be a positive finite number, got {options.lr}")
+    if options.fsdp and options.trainer != "lean":
+        raise UserError("--fsdp runs with --trainer lean (the hf Trainer shards through accelerate's own FSDP "
+                        "config, which this benchmark does not set up)")
     if options.trainer == "hf" and device is not None and device.type == "cuda" and (device.index or 0) != 0:
         raise UserError("--trainer hf runs on the first visible GPU; pick one with CUDA_VISIBLE_DEVICES instead "
                         f"of --device {device}")
@@ -177,6 +221,7 @@ class FinetuneWorkload:
         self.blocks = None
         self.shape = None
         self.result: TrainResult | None = None
+        self.trainable_params = 0
 
     def load_data(self) -> None:
         """Read and tokenize the data first: its mistakes are the user's, found before any model is built."""
@@ -189,6 +234,7 @@ class FinetuneWorkload:
         self.model = build_model(self.spec, weights, self.device, self.options.attn, self.options.seed)
         self.model.config.use_cache = False
         self.shape = cost.model_shape(self.model)
+        self.trainable_params = sum(q.numel() for q in self.model.parameters() if q.requires_grad)
 
     def run(self, clock: Clock) -> TrainResult:
         """Warm-up steps, then the timed steps, each marked on ``clock`` (started after the warm-up)."""
@@ -203,7 +249,8 @@ class FinetuneWorkload:
         def summarize(results: list[TrainResult]) -> dict:
             self.result = results[-1]
             step_ms = _max_over_ranks(self.result.step_ms, self.dist.world_size, self.device)
-            return summarize_steps(step_ms, self.result.losses, self.cost(point).details)
+            metrics = summarize_steps(step_ms, self.result.losses, self.cost(point).details)
+            return {**metrics, "tokens_per_s_per_process": metrics["tokens_per_s"] / self.dist.world_size}
 
         tokens = point.batch_size * point.grad_accum * self.dist.world_size * point.seq_len * point.steps
         return Runs(run=lambda clock, index: self.run(clock), summarize=summarize, tokens=tokens,
@@ -219,6 +266,7 @@ class FinetuneWorkload:
         timed by the median step."""
         p = self.point
         sequences = p.batch_size * p.grad_accum * self.dist.world_size
+        trainable = self.trainable_params
         flops = cost.finetune_step(self.shape, sequences, p.seq_len)
         return cost.Cost(None, flops, "step_ms_p50", {
             "flops_per_step": flops,
@@ -226,7 +274,8 @@ class FinetuneWorkload:
             "tokens_per_step": sequences * p.seq_len,
             "sequences_per_step": sequences,
             "params": self.shape.params,
-            "trainable_params": sum(q.numel() for q in self.model.parameters() if q.requires_grad),
+            "trainable_params": trainable,
+            "grad_sync_bytes_per_step": grad_sync_bytes(trainable, self.dist.world_size),
         })
 
     def fields(self, point: FinetunePoint | None = None) -> dict:
@@ -239,7 +288,9 @@ class FinetuneWorkload:
             "random_weights": self.spec.random_weights, "engine": "hf", "trainer": o.trainer, "attn": o.attn,
             "dtype": precision.name, "matmul_precision": precision.matmul_precision, "device": str(self.device),
             "batch_size": p.batch_size, "seq_len": p.seq_len, "grad_accum": p.grad_accum,
-            "world_size": self.dist.world_size, "steps": p.steps, "warmup_steps": p.warmup_steps, "seed": o.seed,
+            "world_size": self.dist.world_size, "nodes": self.dist.nodes,
+            "nproc_per_node": self.dist.local_world_size, "parallel": self.dist.parallel(o.fsdp),
+            "steps": p.steps, "warmup_steps": p.warmup_steps, "seed": o.seed,
             **self.record_fields(),
         }
         if self.result is not None:
@@ -286,8 +337,10 @@ def _run_lean(w: FinetuneWorkload, clock: Clock) -> TrainResult:
     model = w.model.train()
     if o.grad_checkpointing:  # renamed to activation checkpointing in transformers 5.x
         (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+    if o.fsdp:
+        shard(model, device)  # before the optimizer: it must see the sharded parameters
     optimizer, name = _fused_adamw([q for q in model.parameters() if q.requires_grad], o.lr)
-    if dist.world_size > 1:
+    if dist.world_size > 1 and not o.fsdp:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                           else None)
     forward = torch.compile(model) if o.compile else model
@@ -303,7 +356,9 @@ def _run_lean(w: FinetuneWorkload, clock: Clock) -> TrainResult:
             batch = w.blocks.batch(rows[start:start + p.batch_size])
             batch = {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) for k, v in batch.items()}
             last = micro == p.grad_accum - 1
-            sync = contextlib.nullcontext() if last or dist.world_size == 1 else model.no_sync()
+            if o.fsdp:  # reduce-scatter the gradients on the last micro-batch only
+                model.set_requires_gradient_sync(last)
+            sync = contextlib.nullcontext() if last or dist.world_size == 1 or o.fsdp else model.no_sync()
             with sync:
                 with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
                     loss = forward(**batch).loss / p.grad_accum
@@ -325,6 +380,26 @@ def _run_lean(w: FinetuneWorkload, clock: Clock) -> TrainResult:
     timeline = clock.stop()
     per_step = _mean_over_ranks(torch.stack(losses).float(), dist).tolist()
     return TrainResult(_step_times(timeline.ticks_ms), per_step, name)
+
+
+def shard(model: torch.nn.Module, device: torch.device) -> None:
+    """FSDP2: every decoder layer (the classes a Hugging Face model lists in ``_no_split_modules``) its
+    own ``fully_shard`` unit, then the root (embeddings, final norm, head), over all processes."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (torch_dist.get_world_size(),))
+    layers = set(getattr(model, "_no_split_modules", None) or ())
+    for module in list(model.modules()):
+        if module is not model and type(module).__name__ in layers:
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def grad_sync_bytes(trainable_params: int, world_size: int) -> int:
+    """Gradient bytes each process hands to the gradient reduction per optimizer step: every trainable
+    parameter's fp32 gradient (mixed precision keeps fp32 gradients), or 0 for one process."""
+    return 4 * trainable_params if world_size > 1 else 0
 
 
 def _step_times(ticks_ms: list[float]) -> list[float]:

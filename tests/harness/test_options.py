@@ -173,3 +173,23 @@ def test_check_writable_reports_a_folder_it_may_not_write(tmp_path, monkeypatch)
     monkeypatch.setattr(options.os, "access", lambda path, mode: mode != os.W_OK)
     with pytest.raises(UserError, match=r"output folder .* is not writable"):
         options.check_writable(tmp_path)
+
+
+def test_command_line_reproduces_the_namespace_and_skips_what_it_is_told():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="auto")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--sizes", type=options.int_list, default=[1])
+    parser.add_argument("--nproc", type=options.positive_int, default=None)
+    parser.add_argument("--fsdp", action="store_true")
+    parser.add_argument("--no-ceilings", dest="ceilings", action="store_false")
+    parser.add_argument("--offset", type=int, default=0)
+    parser.add_argument("--out", type=options.folder, default=Path("results/runs"))
+    args = parser.parse_args(["--model", "tiny", "--lr", "3e-3", "--sizes", "1,8", "--nproc", "2", "--fsdp",
+                              "--no-ceilings", "--offset=-3", "--out", "/tmp/x y"])
+    words = options.command_line(parser, args)
+    assert words == ["--model", "tiny", "--lr", "0.003", "--sizes", "1,8", "--nproc", "2", "--fsdp",
+                     "--no-ceilings", "--offset=-3", "--out", "/tmp/x y"]
+    assert vars(parser.parse_args(words)) == vars(args)
+    assert "--nproc" not in options.command_line(parser, args, skip=("nproc",))
+    assert options.command_line(parser, parser.parse_args([])) == []  # defaults are not written

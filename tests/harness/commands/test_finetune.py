@@ -1,8 +1,11 @@
 """llmbench finetune end to end on tiny presets: both trainers learn the synthetic stream, a
-wikitext-style folder trains offline, torchrun with 2 gloo processes writes one record, MFU
-comes from stored ceilings, and bad input exits 2 with one line."""
+wikitext-style folder trains offline, torchrun with 2 gloo processes writes one record, --nproc 2
+launches them itself (FSDP: the same losses as one process on the whole batch), two launchers form
+a 2-node job through c10d rendezvous, MFU comes from stored ceilings, and bad input exits 2 with
+one line."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -104,19 +107,82 @@ def test_finetunes_offline_from_a_local_wikitext_folder(tmp_path, wikitext):
     assert 0 < r["data_unique_rows"] <= r["cost"]["sequences_per_step"] * 6
 
 
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+
+
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_write_one_record(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "harness", *TINY, "--model", "tiny-llama",
            "--dtype", "fp32", "--steps", "3", "--batch-size", "2", "--no-ceilings", "--out", str(tmp_path)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     r = only_record(tmp_path)
     assert r["status"] == "ok" and r["world_size"] == 2 and r["global_batch_size"] == 4
+    assert (r["nodes"], r["nproc_per_node"], r["parallel"]) == (1, 2, "ddp")
     assert r["metrics"]["steps_timed"] == 3
     assert r["cost"]["tokens_per_step"] == 2 * 2 * 32
+    assert r["cost"]["grad_sync_bytes_per_step"] == 4 * r["cost"]["trainable_params"]
+    assert r["metrics"]["tokens_per_s_per_process"] == pytest.approx(r["metrics"]["tokens_per_s"] / 2)
     assert done.stdout.count("tiny-llama") == 1  # only rank 0 prints the table
+
+
+SAME_RUN = [*TINY, "--model", "tiny-llama", "--dtype", "fp32", "--steps", "2", "--no-ceilings"]
+
+
+@pytest.mark.slow
+def test_nproc_2_fsdp_launches_itself_and_trains_like_one_process_on_the_whole_batch(tmp_path):
+    """Two FSDP processes of 2 sequences each see the same rows per step as one process of 4, so their
+    losses (the mean over ranks of each rank's mean) are the same numbers, fp32."""
+    cmd = [sys.executable, "-m", "harness", *SAME_RUN, "--batch-size", "2", "--nproc", "2", "--fsdp",
+           "--out", str(tmp_path / "two")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "+ torchrun --standalone --nproc-per-node=2" in done.stderr
+    two = only_record(tmp_path / "two")
+    assert (two["status"], two["world_size"], two["nodes"], two["parallel"]) == ("ok", 2, 1, "fsdp")
+    assert two["global_batch_size"] == 4 and done.stdout.count("tiny-llama") == 1
+    assert cli.main([*SAME_RUN, "--batch-size", "4", "--out", str(tmp_path / "one")]) == 0
+    one = only_record(tmp_path / "one")
+    assert (one["world_size"], one["parallel"], one["cost"]["grad_sync_bytes_per_step"]) == (1, None, 0)
+    for key in ("loss_start", "loss_end"):
+        assert two["metrics"][key] == pytest.approx(one["metrics"][key], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_two_launchers_on_localhost_form_a_two_node_job(tmp_path):
+    """What each node of a multi-node SLURM job runs: torchrun with --nnodes 2, meeting at a c10d
+    rendezvous on the first node (here both on localhost, one process each)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+           f"127.0.0.1:{port}", "--rdzv-id", "llmbench-test", "-m", "harness", *SAME_RUN, "--batch-size", "2",
+           "--out", str(tmp_path)]
+    nodes = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+             for _ in range(2)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    r = only_record(tmp_path)  # rank 0 only
+    assert (r["status"], r["world_size"], r["nodes"], r["nproc_per_node"], r["parallel"]) == ("ok", 2, 2, 1, "ddp")
+
+
+def test_fsdp_alone_shards_over_a_group_of_one(tmp_path):
+    assert cli.main([*SAME_RUN, "--fsdp", "--out", str(tmp_path)]) == 0
+    r = only_record(tmp_path)
+    assert (r["status"], r["parallel"], r["world_size"], r["nodes"]) == ("ok", "fsdp", 1, 1)
+    assert not torch.distributed.is_initialized()
+
+
+def test_nproc_must_match_what_torchrun_started(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli.main([*SAME_RUN, "--nproc", "3", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("llmbench finetune: error: --nproc 3, but torchrun started 2 process(es) on this node: give the "
+                   "same number to both (or leave --nproc out under torchrun)")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -130,6 +196,9 @@ def test_torchrun_two_cpu_processes_write_one_record(tmp_path):
     (["--compile", "--warmup-steps", "0"], "--compile needs --warmup-steps"),
     (["--lr", "0"], "--lr must be a positive finite number"),
     (["--model", "tiny-lama"], "Did you mean tiny-llama"),
+    (["--fsdp", "--trainer", "hf"], "--fsdp runs with --trainer lean"),
+    (["--nproc", "0"], "argument --nproc: must be at least 1"),
+    (["--nproc", "2", "--data", "./no/such/folder"], "no such file or folder"),
 ])
 def test_bad_input_exits_2_with_one_clear_line(tmp_path, capsys, args, message):
     out = tmp_path / "out"

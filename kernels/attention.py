@@ -48,8 +48,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.common import (LOG2E, SUPPORTED_DTYPES, block_d, dot, gpu_generation, interpreting, triton_precision,
-                            upcast_dots)
+from kernels.common import (LOG2E, SUPPORTED_DTYPES, block_d, capturing, dot, gpu_generation, interpreting, launch,
+                            triton_precision, upcast_dots)
 
 MAX_HEAD_DIM = 256
 
@@ -398,6 +398,12 @@ def _tuned(kernel_name: str, generation: str):
     return triton.autotune(configs=configs, key=TUNE_KEY)(kernel)
 
 
+def autotuners() -> dict:
+    """The autotuned kernels launches use on this machine, by name (``kernels.resources.chosen`` reads what
+    each picked)."""
+    return {f"attention.{name}": _tuned(name, gpu_generation()) for name in ("fwd", "dkdv", "dq")}
+
+
 # ----------------------------------------------------------------------------- launch
 
 
@@ -416,7 +422,7 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
         raise ValueError(f"query heads ({heads}) must be a multiple of KV heads ({k.shape[1]})")
     if not 1 <= head_dim <= MAX_HEAD_DIM:
         raise ValueError(f"head dim {head_dim} is not supported (1..{MAX_HEAD_DIM})")
-    if q.device.type != "cuda" and not interpreting():
+    if q.device.type != "cuda" and not interpreting() and not (capturing() and q.device.type == "meta"):
         raise ValueError(f"the Triton attention kernel needs a CUDA device; tensors are on {q.device} "
                          "(on a CPU, set TRITON_INTERPRET=1 before importing kernels.attention, for tests)")
     if not (q.device == k.device == v.device):
@@ -448,20 +454,19 @@ class _Attention(torch.autograd.Function):
         o = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         lse = torch.empty((batch, heads, q_len), dtype=torch.float32, device=q.device)
         mask_t, *mask_strides = _mask_args(mask, (batch, heads, q_len, kv_len), q.device)
-        kernel = _tuned("fwd", gpu_generation())
 
         def grid(meta):
             return triton.cdiv(q_len, meta["BLOCK_M"]), batch * heads
 
-        kernel[grid](q, k, v, o, lse, mask_t,
-                     q.stride(0), q.stride(1), q.stride(2),
-                     k.stride(0), k.stride(1), k.stride(2),
-                     v.stride(0), v.stride(1), v.stride(2),
-                     o.stride(0), o.stride(1), o.stride(2),
-                     *mask_strides,
-                     heads, heads // kv_heads, q_len, kv_len, scale * LOG2E,
-                     HEAD_DIM=head_dim, BLOCK_D=block_d(head_dim), CAUSAL=causal, HAS_MASK=mask is not None,
-                     UPCAST=upcast_dots(q.dtype), PRECISION=triton_precision(q.dtype))
+        launch(_tuned("fwd", gpu_generation()), grid, q, k, v, o, lse, mask_t,
+               q.stride(0), q.stride(1), q.stride(2),
+               k.stride(0), k.stride(1), k.stride(2),
+               v.stride(0), v.stride(1), v.stride(2),
+               o.stride(0), o.stride(1), o.stride(2),
+               *mask_strides,
+               heads, heads // kv_heads, q_len, kv_len, scale * LOG2E,
+               HEAD_DIM=head_dim, BLOCK_D=block_d(head_dim), CAUSAL=causal, HAS_MASK=mask is not None,
+               UPCAST=upcast_dots(q.dtype), PRECISION=triton_precision(q.dtype))
         ctx.save_for_backward(q, k, v, o, lse, mask_t)
         ctx.causal, ctx.scale, ctx.has_mask = causal, scale, mask is not None
         return o
@@ -479,8 +484,8 @@ class _Attention(torch.autograd.Function):
 
         delta = torch.empty_like(lse)
         delta_block = 16 if interpreting() else 128
-        _bwd_delta[(triton.cdiv(q_len, delta_block), batch * heads)](
-            o, do, delta, o.stride(0), o.stride(1), o.stride(2), do.stride(0), do.stride(1), do.stride(2),
+        launch(
+            _bwd_delta, (triton.cdiv(q_len, delta_block), batch * heads), o, do, delta, o.stride(0), o.stride(1), o.stride(2), do.stride(0), do.stride(1), do.stride(2),
             heads, q_len, HEAD_DIM=head_dim, BLOCK_D=padded_d, BLOCK_M=delta_block)
 
         dq = torch.empty((batch, heads, q_len, head_dim), dtype=q.dtype, device=q.device)
@@ -492,15 +497,15 @@ class _Attention(torch.autograd.Function):
         def dkdv_grid(meta):
             return triton.cdiv(kv_len, meta["BLOCK_N"]), batch * kv_heads
 
-        _tuned("dkdv", gpu_generation())[dkdv_grid](
-            q, k, v, do, dk, dv, lse, delta, mask_t, *qkv_strides, *mask_strides,
+        launch(
+            _tuned("dkdv", gpu_generation()), dkdv_grid, q, k, v, do, dk, dv, lse, delta, mask_t, *qkv_strides, *mask_strides,
             heads, kv_heads, heads // kv_heads, q_len, kv_len, ctx.scale * LOG2E, ctx.scale, **common)
 
         def dq_grid(meta):
             return triton.cdiv(q_len, meta["BLOCK_M"]), batch * heads
 
-        _tuned("dq", gpu_generation())[dq_grid](
-            q, k, v, do, dq, lse, delta, mask_t, *qkv_strides, *mask_strides,
+        launch(
+            _tuned("dq", gpu_generation()), dq_grid, q, k, v, do, dq, lse, delta, mask_t, *qkv_strides, *mask_strides,
             heads, heads // kv_heads, q_len, kv_len, ctx.scale * LOG2E, ctx.scale, **common)
         return dq, dk, dv, None, None, None
 

@@ -41,8 +41,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.common import (LOG2E, SUPPORTED_DTYPES, block_d, dot, gpu_generation, interpreting, triton_precision,
-                            upcast_dots)
+from kernels.common import (LOG2E, SUPPORTED_DTYPES, block_d, capturing, dot, gpu_generation, interpreting, launch,
+                            triton_precision, upcast_dots)
 
 MIN_KEYS_PER_SPLIT = 256
 
@@ -153,6 +153,12 @@ def _tuned_split(generation: str):
     return triton.autotune(configs=configs, key=["HEAD_DIM", "BLOCK_H", "PAGE_SIZE", "HAS_MASK"])(_decode_split)
 
 
+def autotuners() -> dict:
+    """The autotuned kernels launches use on this machine, by name (``kernels.resources.chosen`` reads what
+    each picked)."""
+    return {"decode_attention.split": _tuned_split(gpu_generation())}
+
+
 def default_splits(batch: int, kv_heads: int, capacity: int, device: torch.device) -> int:
     """Chunks per sequence: enough programs for about two waves over the SMs, never under
     ``MIN_KEYS_PER_SPLIT`` keys a chunk. Depends on the capacity, not the lengths."""
@@ -184,7 +190,7 @@ def _check(q, k_cache, v_cache, lengths, block_table, mask) -> None:
                          f"{block_table.dtype} {tuple(block_table.shape)}")
     if mask is not None and (mask.dtype != torch.bool or mask.dim() != 3 or mask.shape[:2] != (q.shape[0], q.shape[2])):
         raise ValueError(f"mask must be boolean (batch, q_len, capacity), got {mask.dtype} {tuple(mask.shape)}")
-    if q.device.type != "cuda" and not interpreting():
+    if q.device.type != "cuda" and not interpreting() and not (capturing() and q.device.type == "meta"):
         raise ValueError(f"decode attention needs a CUDA device; tensors are on {q.device} "
                          "(on a CPU, set TRITON_INTERPRET=1 before importing kernels, for tests)")
     if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
@@ -222,8 +228,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                       v_cache.stride(0), v_cache.stride(1), v_cache.stride(2))
     table = block_table if paged else lengths
     mask_t = mask if mask is not None else lengths
-    _tuned_split(generation)[(batch * kv_heads, splits)](
-        q, k_cache, v_cache, lengths, table, mask_t, part_o, part_lse,
+    launch(
+        _tuned_split(generation), (batch * kv_heads, splits), q, k_cache, v_cache, lengths, table, mask_t, part_o, part_lse,
         q.stride(0), q.stride(1), q.stride(2), *kv_strides,
         table.stride(0) if paged else 0, mask.stride(0) if mask is not None else 0,
         mask.stride(1) if mask is not None else 0,
@@ -231,8 +237,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         GROUP=group, HEAD_DIM=head_dim, BLOCK_D=padded_d, BLOCK_H=max(16, triton.next_power_of_2(group * q_len)),
         PAGE_SIZE=page_size, HAS_MASK=mask is not None,
         UPCAST=upcast_dots(q.dtype), PRECISION=triton_precision(q.dtype))
-    _decode_combine[(batch * heads * q_len,)](
-        part_o, part_lse, out, out.stride(0), out.stride(1), out.stride(2), heads, q_len, splits,
+    launch(
+        _decode_combine, (batch * heads * q_len,), part_o, part_lse, out, out.stride(0), out.stride(1), out.stride(2), heads, q_len, splits,
         HEAD_DIM=head_dim, BLOCK_D=padded_d, BLOCK_S=max(2, triton.next_power_of_2(splits)))
     return out
 

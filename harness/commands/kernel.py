@@ -17,6 +17,13 @@ Sizes follow FlashAttention's benchmark: ``batch = tokens // seq_len`` and
 split-K kernel (contiguous and paged) against SDPA and eager, over batch size,
 context length, GQA ratio and precision; the figure of merit is the bandwidth of
 the KV read (GB/s and % of the measured copy bandwidth).
+
+``compile``: no GPU needed. Compiles every kernel, in every autotune candidate of each
+architecture's table, for sm_80/sm_90/sm_100 (``workloads.kernelcompile``) and records
+what the chip would spend: registers, spills, shared memory, occupancy. A candidate
+that spills or does not fit is a defect the interpreter-run tests cannot see. Exit 1
+when a kernel x arch x dtype x head dim x case has no spill-free candidate that fits, or a
+candidate fails to compile.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import sys
 from itertools import product
 
 from harness import options
+from workloads import kernelcompile
 from workloads.choices import ATTENTION_IMPLS, ATTENTION_MODES, DECODE_ATTENTION_IMPLS, PRECISIONS, SDPA_BACKENDS
 from workloads.errors import UserError
 
@@ -88,6 +96,34 @@ def add_parser(sub) -> None:
     d.add_argument("--head-dim", type=options.int_list, default=[128], metavar=options.INT_LIST, help="head dims")
     _add_common(d)
 
+    c = ksub.add_parser(
+        "compile", help="compile every kernel and autotune candidate for real GPU architectures, no GPU needed: "
+                        "registers, spills, shared memory, occupancy",
+        description="Compile our Triton kernels (fused attention forward and backward, decode attention split and "
+                    "combine) in every autotune candidate of each architecture's table, the way the wrappers launch "
+                    "them (causal, masked, GQA, paged ...), with Triton's bundled ptxas, and record registers per "
+                    "thread, spill bytes, shared memory and programs per SM. No GPU is needed. Compiled kernels are "
+                    "cached (Triton's cache), so a second run is fast. Exits 1 when some kernel x arch x dtype x "
+                    "head dim x case has no candidate that fits without spilling. Records go to OUT/records.jsonl "
+                    "(workload kernel-compile).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    c.add_argument("--arch", default=",".join(kernelcompile.DEFAULT_ARCHS),
+                   help="GPU architectures: sm_80 (A100), sm_86, sm_89, sm_90 (H100/H200), sm_100 (B200), sm_120")
+    c.add_argument("--dtype", default="bf16", help=f"precisions: {', '.join(kernelcompile.DTYPES)}")
+    c.add_argument("--head-dim", type=options.int_list, default=list(kernelcompile.DEFAULT_HEAD_DIMS),
+                   metavar=options.INT_LIST, help="head dims (the presets use 64, 128; up to 256)")
+    c.add_argument("--family", default=",".join(kernelcompile.CASES),
+                   help=f"kernel families: {', '.join(kernelcompile.CASES)}")
+    c.add_argument("--case", default="all",
+                   help="cases to compile, 'all' or a list of: " + "; ".join(
+                       f"{family}: {', '.join(cases)}" for family, cases in kernelcompile.CASES.items()))
+    c.add_argument("--workers", type=options.positive_int, default=None,
+                   help="compiler processes (default: one per CPU core)")
+    c.set_defaults(validate=validate)
+    options.add_out(c)
+    options.add_progress(c)
+
 
 def _add_common(p) -> None:
     p.set_defaults(validate=validate)
@@ -149,12 +185,91 @@ def attention_points(args, device) -> list:
     return out
 
 
+def compile_tasks(args) -> list:
+    """Every (case, arch) a compile run covers, arch innermost."""
+    from kernels.resources import ARCHS, parse_arch
+
+    archs = []
+    for text in (a for a in args.arch.split(",") if a.strip()):
+        try:
+            archs.append(ARCHS[parse_arch(text)].name)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    if not archs:
+        raise UserError("--arch names no architecture")
+    families = options.names(args.family, list(kernelcompile.CASES), "kernel family")
+    known = [case for family in families for case in kernelcompile.CASES[family]]
+    chosen = known if args.case.strip() == "all" else options.names(args.case, list(dict.fromkeys(known)), "case")
+    dtypes = options.names(args.dtype, kernelcompile.DTYPES, "dtype")
+    big = [d for d in args.head_dim if d > 256]
+    if big:
+        raise UserError(f"head dim {big[0]} is not supported by the kernels (at most 256)")
+    cases = [c for c in kernelcompile.cases(families, dtypes, args.head_dim) if c.case in chosen]
+    return [(case, arch) for case in cases for arch in dict.fromkeys(archs)]
+
+
 def validate(args) -> None:
     """What a sweep checks before submitting a point: every point of the sweep, without the device."""
-    decode_points(args, None) if args.kernel == "decode-attention" else attention_points(args, None)
+    if args.kernel == "compile":
+        compile_tasks(args)
+    else:
+        decode_points(args, None) if args.kernel == "decode-attention" else attention_points(args, None)
+
+
+def run_compile(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from harness import views
+    from harness.envinfo import capture
+    from harness.records import RECORDS_FILE, append_record, make_record, new_run_id
+    from kernels.resources import ptxas_missing
+
+    tasks = compile_tasks(args)
+    missing = ptxas_missing()
+    if missing:
+        raise UserError(missing)
+    options.check_writable(args.out)
+    print(f"llmbench kernel compile: {len(tasks)} case(s) x arch, every autotune candidate; no GPU used",
+          file=sys.stderr)
+    run_id, env = new_run_id(), capture(torch.device("cpu"))
+    records = []
+    with tqdm(total=len(tasks), desc="compile", unit="case", disable=not args.progress) as bar:
+        for rows in kernelcompile.run(tasks, args.workers, done=lambda *_: bar.update()):
+            for row in rows:
+                record = make_record(run_id=run_id, point=row["point"], status=row["status"], error=row["error"],
+                                     metrics=row["metrics"], env=env)
+                append_record(args.out / RECORDS_FILE, record)
+                records.append(record)
+    print(views.compile_table(records))
+    lacking = kernelcompile.without_clean(records)
+    for kernel, arch, dtype, head_dim, case in lacking:
+        print(f"no spill-free candidate that fits: {kernel} on {arch}, {dtype}, head dim {head_dim}, case {case}",
+              file=sys.stderr)
+    failed = sum(r["status"] == "failed" for r in records)
+    if failed:
+        print(f"{failed} candidate(s) failed to compile (see the error column)", file=sys.stderr)
+    print(f"\nrecords: {args.out / RECORDS_FILE}")
+    return 1 if lacking or failed else 0
+
+
+def _print_chosen(decode: bool) -> None:
+    """What the autotuner picked for our kernels and what that candidate costs on this GPU (registers,
+    spills, shared memory), so a timing comes with its reason. Nothing under the interpreter."""
+    from kernels import attention, decode_attention
+    from kernels.resources import chosen
+
+    tuned = (decode_attention if decode else attention).autotuners()
+    lines = [f"  {name} {pick['key']}: {pick['candidate']}, {pick['registers']} registers, {pick['spills']} spilled, "
+             f"{pick['shared_bytes'] / 1024:.0f} KB shared"
+             for name, kernel in tuned.items() for pick in chosen(kernel)]
+    if lines:
+        print("\nour kernels' autotuned candidates (tuning key: choice, resources):", *lines, sep="\n")
 
 
 def run(args) -> int:
+    if args.kernel == "compile":
+        return run_compile(args)
     from harness import ceilings, runner, views
     from harness.envinfo import capture, device_name
     from harness.records import RECORDS_FILE, new_run_id
@@ -176,5 +291,6 @@ def run(args) -> int:
     records = runner.run(workloads, run_id, env, out=args.out, ceilings=known, progress=args.progress,
                          desc=args.kernel)
     print(views.decode_attention_table(records) if decode else views.attention_table(records))
+    _print_chosen(decode)
     print(f"\nrecords: {args.out / RECORDS_FILE}")
     return 1 if any(r["status"] == "failed" for r in records) else 0

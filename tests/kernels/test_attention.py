@@ -152,3 +152,13 @@ def test_reference_is_softmax_attention():
     scores = scores.masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), float("-inf"))
     expected = torch.softmax(scores, -1) @ v[0, 0]
     torch.testing.assert_close(attention_reference(q, k, v, causal=True)[0, 0], expected)
+
+
+def test_autotuners_are_the_tuned_kernels_launches_use():
+    from kernels.attention import FWD_CONFIGS, _tuned, autotuners
+
+    tuned = autotuners()
+    assert set(tuned) == {"attention.fwd", "attention.dkdv", "attention.dq"}
+    assert tuned["attention.fwd"] is _tuned("fwd", "interpreter")
+    assert [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in tuned["attention.fwd"].configs] == \
+        [c[:2] for c in FWD_CONFIGS["interpreter"]]

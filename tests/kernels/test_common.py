@@ -89,7 +89,7 @@ def test_gpu_generation_under_the_interpreter_or_without_cuda(monkeypatch):
 
 @pytest.mark.parametrize("capability, expected", [
     ((10, 0), "hopper"), ((9, 0), "hopper"), ((8, 9), "ampere"), ((8, 6), "ampere"), ((8, 0), "ampere"),
-    ((7, 5), "older"), ((7, 0), "older"),
+    ((12, 0), "ampere"), ((7, 5), "older"), ((7, 0), "older"),
 ])
 def test_gpu_generation_from_compute_capability(monkeypatch, capability, expected):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
@@ -182,3 +182,58 @@ def test_kernel_files_import_only_torch_triton_stdlib_and_no_private_name_across
                 root = module.split(".")[0]
                 assert root in {"torch", "triton", "kernels"} or root in sys.stdlib_module_names, \
                     f"{path.name} imports {module}"
+
+
+# ----------------------------------------------------------------------------- launches and their capture
+
+
+class _Kernel:
+    """Stands in for a jit function: records what ``kernel[grid](...)`` was called with."""
+
+    __name__ = "_fake"
+
+    def __init__(self):
+        self.calls = []
+        self.fn = lambda: None  # what Triton's Autotuner unwraps to find the Python function
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.calls.append((grid, args, kwargs))
+
+
+def test_launch_outside_a_capture_launches_the_kernel():
+    kernel = _Kernel()
+    common.launch(kernel, (3, 1), 1, 2, BLOCK=16, num_warps=8)
+    assert kernel.calls == [((3, 1), (1, 2), {"BLOCK": 16, "num_warps": 8})]
+    assert not common.capturing()
+
+
+def test_capture_records_launches_instead_of_running_them_and_answers_for_its_capability(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the capture wins over the interpreter, as over a local GPU
+    plain, tuned_fn = _Kernel(), _Kernel()
+    configs = [triton.Config({"BLOCK": 32}, num_warps=4, num_stages=2), triton.Config({"BLOCK": 64}, num_warps=8)]
+    tuned = triton.runtime.autotuner.Autotuner(tuned_fn, ["A"], configs, key=[], reset_to_zero=None,
+                                               restore_value=None)
+    with common.capture_launches(90) as launches:
+        assert common.capturing() and gpu_generation() == "hopper"
+        common.launch(plain, (1,), "a", HEAD=8, num_warps=2)
+        common.launch(tuned, (1,), "b", HEAD=8)
+    assert gpu_generation() == "interpreter" and not common.capturing()
+    assert plain.calls == [] and tuned_fn.calls == []
+    first, second = launches
+    assert (first.kernel, first.args, first.kwargs) == (plain, ("a",), {"HEAD": 8})
+    assert [(c.num_warps, c.num_stages) for c in first.configs] == [(2, 3)]  # Triton's default stages
+    assert (second.kernel, second.args, second.kwargs, second.configs) == (tuned_fn, ("b",), {"HEAD": 8}, configs)
+
+
+def test_captures_do_not_nest():
+    with common.capture_launches(80):
+        with pytest.raises(RuntimeError, match="nest"):
+            with common.capture_launches(90):
+                pass
+    assert not common.capturing()
+
+
+@pytest.mark.parametrize("capability, expected", [(80, "ampere"), (86, "ampere"), (89, "ampere"), (90, "hopper"),
+                                                  (100, "hopper"), (103, "hopper"), (120, "ampere"), (75, "older")])
+def test_generation_of(capability, expected):
+    assert common.generation_of(capability) == expected

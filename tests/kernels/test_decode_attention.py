@@ -124,3 +124,9 @@ def test_bf16_on_gpu_at_real_size():
     """The compiled bf16 path at Llama-3.1-8B heads and a long, ragged context."""
     check(*make(4, 32, 8, 1, 128, 8192, [8192, 5000, 1, 777], BF16, seed=1))
     check(*make(4, 32, 8, 1, 128, 8192, [8192, 5000, 1, 777], BF16, page_size=16, seed=2))
+
+
+def test_autotuners_are_the_tuned_kernels_launches_use():
+    from kernels.decode_attention import _tuned_split, autotuners
+
+    assert autotuners() == {"decode_attention.split": _tuned_split("interpreter")}

@@ -4,7 +4,11 @@ A sweep file names a workload (any ``llmbench`` subcommand with an ``--out``
 option, e.g. ``decode`` or ``kernel attention``), fixed ``[params]``, a
 ``[matrix]`` of axes whose every combination is a point, ``[[exclude]]`` rules
 that drop combinations and ``[[include]]`` points added as written, and a
-``[slurm]`` section (see ``slurm.backend``). Keys are the subcommand's long
+``[slurm]`` section (see ``slurm.backend``). A workload whose subcommand has
+``--nproc`` runs several processes; its points get ``nproc`` from the GPUs per
+node when they do not set it. Any other workload is one process on one GPU and one
+node: ``gpus_per_task`` > 1 or ``nodes`` > 1 with it is an error, never GPUs
+quietly left idle. Keys are the subcommand's long
 options with ``-`` written ``_``. Planning checks every point in full before
 anything is written or submitted: each value against its option's type and
 choices, then the point's whole command line through the real parser (required
@@ -338,6 +342,18 @@ def _scalar(where: str, key: str, value) -> None:
                         "(a TOML date or time is not an option value; quote it)")
 
 
+def _single_process(workload: str, slurm: SlurmOptions) -> None:
+    """A workload of one process (its subcommand has no ``--nproc``) must not be given GPUs or nodes it
+    would leave idle."""
+    if slurm.nodes > 1:
+        raise UserError(f"[slurm] nodes = {slurm.nodes}, but `llmbench {workload}` runs as one process on one "
+                        "node; multi-node points need a multi-process workload (finetune, with nproc)")
+    if slurm.gpus > 1:
+        raise UserError(f"[slurm] gpus_per_task = {slurm.gpus}, but `llmbench {workload}` runs one process on one "
+                        f"GPU: the other {slurm.gpus - 1} would sit idle. Set gpus_per_task = 1, or sweep a "
+                        "multi-process workload (finetune, with nproc)")
+
+
 def from_dict(data: dict, parser: argparse.ArgumentParser, out: Path | None = None) -> Sweep:
     """Check a parsed sweep file against the root ``llmbench`` parser and expand it into points
     (``out``: the command line's --out, over the file's)."""
@@ -411,13 +427,16 @@ def from_dict(data: dict, parser: argparse.ArgumentParser, out: Path | None = No
                 sets.append(assignment)
         nproc = 1
         if opts.distributed:
-            nproc = int(raw.get("nproc", slurm.gpus_per_task or 1))
+            nproc = int(raw.get("nproc", slurm.gpus or 1))
             if "nproc" not in raw and nproc > 1:
                 words, assignment = opts.convert("nproc", nproc)
                 argv += words
                 sets.append(assignment)
-            if slurm.gpus_per_task and nproc > slurm.gpus_per_task:
-                raise UserError(f"a point asks for nproc = {nproc} but [slurm] gpus_per_task is {slurm.gpus_per_task}")
+            if slurm.gpus and nproc > slurm.gpus:
+                raise UserError(f"{describe(len(points), workload, raw)} asks for nproc = {nproc} but [slurm] gives "
+                                f"each node {slurm.gpus} GPU(s) (gpus_per_task / gpus_per_node)")
+        else:
+            _single_process(workload, slurm)
         problem = checker.check(workload, argv, sets)
         if problem is not None:
             bad.append((len(points), workload, raw, problem))

@@ -28,8 +28,13 @@ works from the manifest alone: an array task, ``status``, ``collect`` and
 torch or transformers (the point's own process does), which matters when
 thousands of tasks start from a shared file system.
 
-Workloads that run distributed (their subcommand has ``--nproc``) launch under
-``torchrun --standalone`` with ``nproc`` processes, by default the GPUs per task.
+Workloads that run distributed (their subcommand has ``--nproc``) start their
+``nproc`` processes themselves on one node (``llmbench finetune --nproc N``). On
+``nodes = K`` > 1 the task, on the job's first node, runs ``srun`` with one task
+per node, each ``torchrun --nnodes K --nproc-per-node N --rdzv-backend c10d`` at
+the endpoint the array script exported (``slurm.backend.RDZV_ENV``: the first
+node); rank 0 writes the point's one record. The command is logged, so a point
+can be re-run by hand inside an allocation of the same shape.
 """
 
 from __future__ import annotations
@@ -346,11 +351,27 @@ def reason(state: dict) -> str:
 # ---------------------------------------------------------------- one task
 
 
-def point_command(point: dict, python: str, out: Path) -> list[str]:
+def point_command(point: dict, python: str, out: Path, opts: SlurmOptions | None = None) -> list[str]:
+    """The point's command line: a plain ``llmbench`` call (``python -m harness ...``), or on ``opts.nodes``
+    > 1 ``srun`` starting ``torchrun`` on every node of the job at its rendezvous (``backend.RDZV_ENV``)."""
     args = ["-m", "harness", *point["argv"], "--out", str(out)]
-    if point["nproc"] > 1:
-        return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={point['nproc']}", *args]
-    return [python, *args]
+    if opts is None or opts.nodes == 1:
+        return [python, *args]
+    endpoint = os.environ.get(backend.RDZV_ENV)
+    if not endpoint:
+        raise UserError(f"point {point['index']} runs on {opts.nodes} nodes: it runs inside its SLURM job "
+                        f"(`llmbench sweep submit`), whose script sets {backend.RDZV_ENV}")
+    argv = list(point["argv"])
+    if "--nproc" in argv:  # torchrun's parser takes --nproc for its own --nproc-per-node
+        at = argv.index("--nproc")
+        del argv[at:at + 2]
+    srun = ["srun", f"--nodes={opts.nodes}", f"--ntasks={opts.nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    if opts.cpus_per_task:
+        srun.append(f"--cpus-per-task={opts.cpus_per_task}")
+    torchrun = [python, "-m", "torch.distributed.run", f"--nnodes={opts.nodes}", f"--nproc-per-node={point['nproc']}",
+                "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
+                f"--rdzv-id={os.environ.get('SLURM_JOB_ID') or point['id']}", "--max-restarts=0"]
+    return [*srun, *torchrun, "-m", "harness", *argv, "--out", str(out)]
 
 
 def _seed_ceilings(records: Path, stage: Path) -> int:
@@ -501,12 +522,12 @@ def run_task(directory: Path, index: int, quiet: bool = False) -> str:
     previous = _read_task(directory, point) or {}
     attempt = previous.get("attempt", 0) + 1 if isinstance(previous.get("attempt"), int) else 1
     stage = directory / "work" / str(index)
+    command = point_command(point, sys.executable, stage, SlurmOptions.from_table(manifest["slurm"]))
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     (directory / "logs").mkdir(exist_ok=True)
     (directory / "tasks").mkdir(exist_ok=True)
     start = _seed_ceilings(directory / RECORDS_FILE, stage / RECORDS_FILE)
-    command = point_command(point, sys.executable, stage)
     log = directory / "logs" / f"point-{index}.log"
     interval = HEARTBEAT_S
     state = {"index": index, "id": point["id"], "state": "running", "attempt": attempt, "started": now(),

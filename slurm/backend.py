@@ -14,6 +14,14 @@ job. Array indices above the cluster's ``MaxArraySize`` are not allowed, so the
 indices are cut into chunks that each fit, and every chunk is submitted with its
 first index as the script's argument (``point = OFFSET + SLURM_ARRAY_TASK_ID``).
 
+Multi-node: ``nodes = K`` (K > 1) asks for K nodes with one task each
+(``--ntasks-per-node=1``) and ``gpus_per_node`` GPUs on each (``--gres`` counts
+per node); the array script finds the first node (``scontrol show hostnames
+$SLURM_JOB_NODELIST``) and exports its rendezvous endpoint as
+``LLMBENCH_RDZV_ENDPOINT``, and the task wrapper (``harness.sweep_tasks``) starts
+``srun`` + ``torchrun --nnodes K`` there. The port is ``RDZV_PORT_BASE`` plus the
+job id modulo ``RDZV_PORT_SPAN``, so two jobs sharing a node rarely meet.
+
 Queue: ``queue`` asks ``squeue --array`` which jobs and array tasks are still
 pending or running (finished ones are not listed; there is no ``sacct``).
 """
@@ -33,6 +41,8 @@ TEMPLATES = Path(__file__).with_name("templates")
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize
 SBATCH_TIMEOUT_S = 120
 GPU_SYNTAX = ("gres", "gpus")
+RDZV_ENV = "LLMBENCH_RDZV_ENDPOINT"  # host:port of a multi-node job's c10d rendezvous (its first node)
+RDZV_PORT_BASE, RDZV_PORT_SPAN = 29500, 1000
 
 WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 WORDS = re.compile(rf"{WORD.pattern}(,{WORD.pattern})*")  # a partition may be a comma-separated list
@@ -138,6 +148,7 @@ class SlurmOptions:
     time: str | None = None
     nodes: int = 1
     gpus_per_task: int = 0
+    gpus_per_node: int = 0
     gpu_type: str | None = None
     gpu_syntax: str = "gres"
     cpus_per_task: int | None = None
@@ -167,9 +178,11 @@ class SlurmOptions:
         if "mem" in t:
             opts.mem = _text("mem", t["mem"], MEM, '"64G"')
         opts.nodes = _int("nodes", t.get("nodes", 1), 1)
-        if opts.nodes != 1:
-            raise UserError("[slurm] nodes must be 1: a point runs on one node (torchrun --standalone)")
         opts.gpus_per_task = _int("gpus_per_task", t.get("gpus_per_task", 0), 0)
+        opts.gpus_per_node = _int("gpus_per_node", t.get("gpus_per_node", 0), 0)
+        if opts.gpus_per_task and opts.gpus_per_node and opts.gpus_per_task != opts.gpus_per_node:
+            raise UserError(f"[slurm] gpus_per_task = {opts.gpus_per_task} and gpus_per_node = {opts.gpus_per_node}: "
+                            "a point runs one task per node, so they are the same number; give one of them")
         if "cpus_per_task" in t:
             opts.cpus_per_task = _int("cpus_per_task", t["cpus_per_task"], 1)
         if "max_concurrent" in t:
@@ -199,7 +212,25 @@ class SlurmOptions:
             opts.python = _text("python", t["python"])
             if CONTROL.search(opts.python) or not opts.python.startswith("/"):
                 raise UserError(f"[slurm] python must be an absolute path, got {opts.python!r}")
+        if opts.nodes > 1 and opts.container:
+            raise UserError("[slurm] nodes > 1 with a container is not supported: the task calls srun to start "
+                            "torchrun on every node, and srun runs outside the container; use python = \"...\" "
+                            "(an environment on the shared file system) for multi-node sweeps")
         return opts
+
+    @property
+    def gpus(self) -> int:
+        """GPUs each node gives a point (a point is one task per node)."""
+        return self.gpus_per_node or self.gpus_per_task
+
+    def launch_lines(self) -> str:
+        """The array script's lines that a multi-node job needs before its task starts: the rendezvous
+        endpoint, the first node of the job at a port from the job id (none for one node)."""
+        if self.nodes == 1:
+            return ""
+        return (f"# {self.nodes} nodes: the task starts torchrun on each (srun), meeting at the first node\n"
+                f'export {RDZV_ENV}="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1):'
+                f'$(( {RDZV_PORT_BASE} + SLURM_JOB_ID % {RDZV_PORT_SPAN} ))"\n')
 
     def directives(self, name: str, collect: bool = False) -> list[str]:
         """The ``#SBATCH`` lines of the array script, or of the collect job (no GPUs, its own time)."""
@@ -212,13 +243,20 @@ class SlurmOptions:
         time = self.collect_time if collect else self.time
         if time:
             lines.append(f"--time={time}")
-        lines += [f"--nodes={self.nodes}", "--ntasks=1"]
+        if collect or self.nodes == 1:
+            lines += ["--nodes=1", "--ntasks=1"]
+        else:  # one task per node: the task on the first starts torchrun on every node with srun
+            lines += [f"--nodes={self.nodes}", "--ntasks-per-node=1"]
         if self.cpus_per_task:
             lines.append(f"--cpus-per-task={self.cpus_per_task}")
         if not collect:
-            if self.gpus_per_task:
-                gpus = f"{self.gpu_type}:{self.gpus_per_task}" if self.gpu_type else str(self.gpus_per_task)
-                lines.append(f"--gres=gpu:{gpus}" if self.gpu_syntax == "gres" else f"--gpus={gpus}")
+            if self.gpus:
+                gpus = f"{self.gpu_type}:{self.gpus}" if self.gpu_type else str(self.gpus)
+                if self.gpu_syntax == "gres":  # --gres counts per node
+                    lines.append(f"--gres=gpu:{gpus}")
+                else:  # --gpus counts for the whole job
+                    total = self.gpus * self.nodes
+                    lines.append(f"--gpus={self.gpu_type}:{total}" if self.gpu_type else f"--gpus={total}")
             if self.mem:
                 lines.append(f"--mem={self.mem}")
             lines += self.sbatch
@@ -237,6 +275,7 @@ def render(kind: str, name: str, command: list[str], opts: SlurmOptions, manifes
         script=script,
         preamble="".join(line + "\n" for line in opts.preamble),
         exports=exports,
+        launch=opts.launch_lines() if kind == "array" else "",
         command=" ".join(shlex.quote(word) for word in [*prefix, *command]),
     )
 

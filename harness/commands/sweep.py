@@ -84,8 +84,9 @@ def cmd_plan(args) -> int:
     elapsed = time.perf_counter() - started
     print(f"sweep {plan.name}: {len(plan.points)} points, each checked, planned in {elapsed:.2f} s; "
           f"results in {plan.out}")
+    nodes = plan.slurm.nodes
     for p in plan.points[:args.limit]:
-        launcher = f"torchrun x{p.nproc} " if p.nproc > 1 else ""
+        launcher = f"srun x{nodes} nodes: torchrun --nnodes {nodes} --nproc-per-node {p.nproc}: " if nodes > 1 else ""
         print(f"  {p.index:>5}  {p.id}  {launcher}llmbench {shlex.join(p.argv)}")
     if len(plan.points) > args.limit:
         print(f"  ... and {len(plan.points) - args.limit} more")
@@ -96,6 +97,9 @@ def cmd_run(args) -> int:
     from tqdm import tqdm
 
     plan = sweep.load(args.file, args.parser, args.out)
+    if plan.slurm.nodes > 1:
+        raise UserError(f"[slurm] nodes = {plan.slurm.nodes}: a multi-node sweep runs only on a cluster, through "
+                        f"`llmbench sweep submit {args.file}`")
     manifest = sweep_tasks.prepare(plan, os.path.abspath(sys.executable))
     directory = plan.out
     states = sweep_tasks.task_states(directory, manifest)

@@ -3,6 +3,7 @@ line and its command's ``validate``), and the old ``python -m harness.sweep`` en
 rendered before the CLI steps still call."""
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -291,9 +292,35 @@ def test_distributed_workload_launches_under_torchrun():
     s = sweep.from_dict(data, root)
     assert [(p.argv, p.nproc) for p in s.points] == [(["train", "--steps", "1", "--nproc", "4"], 4),
                                                     (["train", "--nproc", "2"], 2)]
-    with pytest.raises(UserError, match="nproc = 8 but"):
+    with pytest.raises(UserError, match=r"point 0 \(train: nproc = 8\) asks for nproc = 8 but \[slurm\] gives each "
+                                        r"node 4 GPU\(s\)"):
         sweep.from_dict({"name": "t", "workload": "train", "matrix": {"nproc": [8]},
                          "slurm": {"gpus_per_task": 4}}, root)
+    two = sweep.from_dict({**data, "slurm": {"nodes": 2, "gpus_per_node": 4}}, root)
+    assert [p.nproc for p in two.points] == [4, 2] and two.slurm.nodes == 2
+
+
+@pytest.mark.parametrize("slurm, message", [
+    ({"gpus_per_task": 4}, "gpus_per_task = 4, but `llmbench decode` runs one process on one GPU: the other 3 "
+                           "would sit idle"),
+    ({"gpus_per_node": 2}, "gpus_per_task = 2, but `llmbench decode` runs one process"),
+    ({"nodes": 2}, "nodes = 2, but `llmbench decode` runs as one process on one node"),
+])
+def test_single_process_workloads_get_no_idle_gpus_or_nodes(parser, slurm, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        sweep.from_dict({"name": "t", "workload": "decode", "matrix": {"seed": [1]}, "slurm": slurm}, parser)
+    one = sweep.from_dict({"name": "t", "workload": "decode", "matrix": {"seed": [1]}, "slurm": {"gpus_per_task": 1}},
+                          parser)
+    assert [p.nproc for p in one.points] == [1]
+
+
+def test_finetune_points_get_nproc_from_the_gpus_per_task(parser):
+    data = {"name": "t", "workload": "finetune", "params": {"model": "tiny-llama"}, "matrix": {"nproc": [1, 2]},
+            "include": [{"fsdp": True}], "slurm": {"gpus_per_task": 2}}
+    s = sweep.from_dict(data, parser)
+    assert [(p.nproc, p.argv[-2:]) for p in s.points] == [(1, ["--nproc", "1"]), (2, ["--nproc", "2"]),
+                                                          (2, ["--nproc", "2"])]
+    assert "--fsdp" in s.points[2].argv
 
 
 def test_parser_parts_reads_subcommands_and_long_options(parser):

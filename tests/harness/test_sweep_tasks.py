@@ -1,6 +1,6 @@
 """A sweep's folder and tasks: the manifest (old and damaged ones too), task outcomes and records, ceilings
 reused across points, the time limit's SIGTERM, Ctrl-C, heartbeats and the lost-task rule, pending vs never
-started, the failure record's device, collect without records, and the torchrun launch of distributed points."""
+started, the failure record's device, collect without records, and the command of a multi-process and of a multi-node point."""
 
 import json
 import os
@@ -18,6 +18,8 @@ import pytest
 
 from harness import sweep, sweep_tasks
 from harness.records import RECORDS_FILE, read_records
+from slurm import backend
+from slurm.backend import SlurmOptions
 from workloads.errors import UserError
 
 
@@ -31,12 +33,28 @@ def prepared(tmp_path, parser, base_sweep):
     return s
 
 
-def test_point_command_launches_distributed_points_under_torchrun(tmp_path):
+def test_point_command_is_a_plain_llmbench_call_on_one_node(tmp_path):
+    """A multi-process point starts its own processes (finetune --nproc): the command stays one llmbench call."""
     command = sweep_tasks.point_command({"argv": ["train", "--nproc", "2"], "nproc": 2}, "/py", tmp_path)
-    assert command == ["/py", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "harness",
-                       "train", "--nproc", "2", "--out", str(tmp_path)]
+    assert command == ["/py", "-m", "harness", "train", "--nproc", "2", "--out", str(tmp_path)]
     single = sweep_tasks.point_command({"argv": ["decode", "--seed", "1"], "nproc": 1}, "/py", tmp_path)
     assert single == ["/py", "-m", "harness", "decode", "--seed", "1", "--out", str(tmp_path)]
+
+
+def test_point_command_on_two_nodes_is_srun_and_torchrun_at_the_first_node(tmp_path, monkeypatch):
+    opts = SlurmOptions.from_table({"nodes": 2, "gpus_per_node": 4, "cpus_per_task": 32})
+    point = {"index": 3, "id": "abc", "argv": ["finetune", "--model", "llama-3.1-8b", "--nproc", "4"], "nproc": 4}
+    monkeypatch.delenv(backend.RDZV_ENV, raising=False)
+    with pytest.raises(UserError, match="runs on 2 nodes: it runs inside its SLURM job"):
+        sweep_tasks.point_command(point, "/py", tmp_path, opts)
+    monkeypatch.setenv(backend.RDZV_ENV, "gpu-node-017:29742")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    command = sweep_tasks.point_command(point, "/py", tmp_path, opts)
+    assert command == [
+        "srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--cpus-per-task=32",
+        "/py", "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=4", "--rdzv-backend=c10d",
+        "--rdzv-endpoint=gpu-node-017:29742", "--rdzv-id=4242", "--max-restarts=0",
+        "-m", "harness", "finetune", "--model", "llama-3.1-8b", "--out", str(tmp_path)]  # --nproc is torchrun's
 
 
 def test_prepare_reuses_the_same_sweep_and_refuses_another(prepared, parser, tmp_path):
@@ -72,7 +90,7 @@ def test_manifest_written_by_the_first_version_still_loads(tmp_path):
 
 def fake_point(monkeypatch, code):
     """Make every point run ``python -c code`` (with the staging folder as argv[1]) instead of llmbench."""
-    monkeypatch.setattr(sweep_tasks, "point_command", lambda point, python, out: [python, "-c", code, str(out)])
+    monkeypatch.setattr(sweep_tasks, "point_command", lambda point, python, out, opts=None: [python, "-c", code, str(out)])
 
 
 RECORD = ("import sys; from harness.records import append_record, make_record; "
@@ -326,7 +344,7 @@ def test_ctrl_c_stops_the_point_and_marks_it_interrupted(prepared, monkeypatch):
 WRAPPER = """
 import sys
 from harness import sweep_tasks
-sweep_tasks.point_command = lambda point, python, out: [python, "-c", "import time; time.sleep(120)"]
+sweep_tasks.point_command = lambda point, python, out, opts=None: [python, "-c", "import time; time.sleep(120)"]
 sweep_tasks.run_task(sys.argv[1], 0, quiet=True)
 """
 

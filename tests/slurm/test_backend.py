@@ -76,3 +76,21 @@ def test_queue_reads_squeue_and_says_when_it_cannot_tell(tmp_path, monkeypatch):
     assert backend.queue([]) == set()
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert backend.queue(["1"]) is None and backend.queued(["1"]) == []
+
+
+def test_multi_node_directives_one_task_per_node_and_gpus_per_node():
+    opts = backend.SlurmOptions.from_table({"nodes": 2, "gpus_per_node": 4, "gpu_type": "h100"})
+    lines = opts.directives("n")
+    assert "#SBATCH --nodes=2" in lines and "#SBATCH --ntasks-per-node=1" in lines and "#SBATCH --gres=gpu:h100:4" in lines
+    assert "#SBATCH --ntasks=1" not in lines and opts.gpus == 4
+    assert "scontrol show hostnames" in opts.launch_lines()
+    collect = opts.directives("n", collect=True)
+    assert "#SBATCH --nodes=1" in collect and "#SBATCH --ntasks=1" in collect
+    whole_job = backend.SlurmOptions.from_table({"nodes": 2, "gpus_per_task": 4, "gpu_syntax": "gpus"})
+    assert "#SBATCH --gpus=8" in whole_job.directives("n")  # --gpus counts for the whole job
+    one = backend.SlurmOptions.from_table({"gpus_per_task": 2})
+    assert one.launch_lines() == "" and "#SBATCH --ntasks=1" in one.directives("n")
+    with pytest.raises(UserError, match="they are the same number"):
+        backend.SlurmOptions.from_table({"gpus_per_task": 2, "gpus_per_node": 4})
+    with pytest.raises(UserError, match="nodes must be an integer >= 1"):
+        backend.SlurmOptions.from_table({"nodes": 0})

@@ -80,7 +80,12 @@ def unchecked_sweep(unchecked_parser):
     ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\ntime = "2 hours"\n', "time = '2 hours'"),
     ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\ngpus_per_task = -1\n', "gpus_per_task"),
     ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\ngpu_syntax = "gpu"\n', "gpu_syntax"),
-    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\nnodes = 2\n', "nodes must be 1"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\nnodes = 2\n', "runs as one process on one node"),
+    ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\ngpus_per_task = 4\n', "the other 3 would sit idle"),
+    ('name = "t"\nworkload = "finetune"\n[matrix]\nseed = [1]\n[slurm]\ngpus_per_task = 2\ngpus_per_node = 4\n',
+     "they are the same number"),
+    ('name = "t"\nworkload = "finetune"\n[matrix]\nseed = [1]\n[slurm]\nnodes = 2\ncontainer = "apptainer exec x"\n',
+     "nodes > 1 with a container is not supported"),
     ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\nsbatch = ["exclusive"]\n', "sbatch options"),
     ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm]\npreamble = ["a\\nb"]\n', "line break"),
     ('name = "t"\nworkload = "decode"\n[matrix]\nseed = [1]\n[slurm.env]\n"A-B" = "1"\n', "not a valid variable"),
@@ -332,7 +337,7 @@ def test_local_run_of_tiny_points(tmp_path, capsys, llmbench_sweep):
 def fake_points(monkeypatch, code):
     """Every point runs ``python -c code`` (staging folder as argv[1], index as argv[2]) instead of llmbench."""
     monkeypatch.setattr(sweep_tasks, "point_command",
-                        lambda point, python, out: [python, "-c", code, str(out), str(out.name)])
+                        lambda point, python, out, opts=None: [python, "-c", code, str(out), str(out.name)])
 
 
 OK_RECORD = ("import sys; from harness.records import append_record, make_record; "
@@ -437,4 +442,83 @@ def test_plan_refuses_a_point_its_command_refuses(tmp_path, capsys, parser, base
         assert err.startswith('llmbench sweep: error: point 8 (decode: prompt_len = 8, new_tokens = 3, model = '
                               '"tiny-lama", dtype = "bf16", batch_size = 1): unknown model preset') and (
             "(3 more of the 12 points are refused too)" in err) and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+TWO_NODES = """
+name = "ddp2"
+workload = "finetune"
+out = "{out}"
+
+[params]
+model = "llama-3.1-8b"
+dtype = "bf16"
+
+[matrix]
+fsdp = [false, true]
+
+[slurm]
+partition = "acc"
+time = "01:00:00"
+nodes = 2
+gpus_per_node = 4
+cpus_per_task = 80
+python = "{python}"
+"""
+
+
+def test_two_node_point_renders_srun_torchrun_at_the_first_node(tmp_path, capsys, llmbench_sweep):
+    """The sbatch text of a 2-node sweep, checked whole; then the script run with a stand-in scontrol and
+    python: the rendezvous endpoint is the first node of the job's list, at a port from the job id."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text('#!/bin/bash\n[ "$1 $2 $3" = "show hostnames gpu[017-018]" ] && '
+                                   'printf "gpu017\\ngpu018\\n"\n')
+    (fake / "python").write_text('#!/bin/bash\necho "endpoint=$LLMBENCH_RDZV_ENDPOINT args=$*"\n')
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    path = write(tmp_path, TWO_NODES.replace("{python}", str(fake / "python")))
+    assert llmbench_sweep("plan", path) == 0
+    assert "srun x2 nodes: torchrun --nnodes 2 --nproc-per-node 4: llmbench finetune --model llama-3.1-8b " \
+           "--dtype bf16 --nproc 4" in capsys.readouterr().out
+    assert llmbench_sweep("submit", path, "--dry-run") == 0
+    out = capsys.readouterr().out
+    directory = tmp_path / "out"
+    script = out.split(f"# {directory / 'sweep.sbatch'}\n", 1)[1].split(f"\n# {directory / 'collect.sbatch'}", 1)[0]
+    assert script == textwrap.dedent(f"""\
+        #!/bin/bash
+        #SBATCH --job-name=ddp2
+        #SBATCH --partition=acc
+        #SBATCH --time=01:00:00
+        #SBATCH --nodes=2
+        #SBATCH --ntasks-per-node=1
+        #SBATCH --cpus-per-task=80
+        #SBATCH --gres=gpu:4
+        # llmbench sweep "ddp2": each array task runs one point of {directory / 'manifest.json'}
+        # Submitted as:  sbatch --array=SPEC {directory / 'sweep.sbatch'} OFFSET   (point index = OFFSET + SLURM_ARRAY_TASK_ID)
+        # Re-run a point by hand with the command this script echoes to its log.
+        set -eo pipefail
+        # 2 nodes: the task starts torchrun on each (srun), meeting at the first node
+        export LLMBENCH_RDZV_ENDPOINT="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1):$(( 29500 + SLURM_JOB_ID % 1000 ))"
+
+        index=$(( ${{1:-0}} + ${{SLURM_ARRAY_TASK_ID:?this script runs as a SLURM array task}} ))
+        cmd=({fake / 'python'} -m harness sweep task {directory} --index "$index")
+        printf '+' && printf ' %q' "${{cmd[@]}}" && printf '\\n'
+        exec "${{cmd[@]}}"
+        """)
+    collect = out.split(f"# {directory / 'collect.sbatch'}\n", 1)[1]
+    assert "#SBATCH --nodes=1\n#SBATCH --ntasks=1\n" in collect and "RDZV" not in collect and "gres" not in collect
+    (tmp_path / "sweep.sbatch").write_text(script)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "gpu[017-018]",
+           "SLURM_JOB_ID": "123456", "SLURM_ARRAY_TASK_ID": "1"}
+    done = subprocess.run(["bash", str(tmp_path / "sweep.sbatch"), "0"], env=env, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == f"endpoint=gpu017:29956 args=-m harness sweep task {directory} --index 1"
+
+
+def test_a_two_node_sweep_does_not_run_here(tmp_path, capsys):
+    path = write(tmp_path, TWO_NODES.replace("{python}", sys.executable))
+    assert cli.main(["sweep", "run", str(path)]) == 2
+    assert "nodes = 2: a multi-node sweep runs only on a cluster" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

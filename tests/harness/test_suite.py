@@ -201,6 +201,25 @@ def test_targets_met():
         assert t[what].verdict == suite.NOT_MEASURED
 
 
+def _compiled(arch, case, clean=True, status="ok"):
+    return {"workload": "kernel-compile", "kernel": "attention.fwd", "arch": arch, "dtype": "bf16", "head_dim": 128,
+            "case": case, "status": status, "metrics": {"clean": clean} if status == "ok" else {}}
+
+
+def test_kernel_resources_target_from_compile_records():
+    def target(records):
+        return by_what(suite.targets(records))["kernel resources"]
+
+    clean = [_compiled("sm_80", "causal"), _compiled("sm_90", "causal")]
+    assert target(clean).verdict == suite.MET and target(clean).measured == "2 of 2 candidates clean (sm_80, sm_90)"
+    one_spills = [*clean, _compiled("sm_90", "causal", clean=False)]
+    assert target(one_spills).verdict == suite.NOT_MET and target(one_spills).measured.startswith("2 of 3")
+    none_clean = [*clean, _compiled("sm_90", "mask", clean=False), _compiled("sm_90", "mask", status="failed")]
+    assert target(none_clean).verdict == suite.NOT_MET
+    assert "1 kernel x arch x head dim x case without any, e.g. attention.fwd sm_90 bf16 d128 mask" in \
+        target(none_clean).measured
+
+
 def test_targets_not_met():
     records = [copy(3000), decode("hf", 20, 0.5), decode("lean", 60, 0.7),
                attention("triton", "fwd", 1.2, 380), attention("sdpa-flash", "fwd", 1.0, 456),

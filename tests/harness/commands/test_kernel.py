@@ -72,3 +72,50 @@ def test_decode_attention_sweep(tmp_path, capsys):
         assert r["cost"]["bytes"] == kv + 2 * 2 * 8 * 16 * 4
         assert r["derived"]["achieved_gbps"] == pytest.approx(r["cost"]["bytes"] / r["metrics"]["time_ms"] / 1e6)
     assert "x sdpa" in out and "skipped triton-paged at 2 point(s)" in out
+
+
+COMPILE = ["kernel", "compile", "--no-progress"]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--arch", "sm_75"], "unknown GPU architecture 'sm_75'; known: sm_80"),
+    (["--arch", ","], "--arch names no architecture"),
+    (["--case", "sideways"], "unknown case 'sideways'"),
+    (["--family", "matmul"], "unknown kernel family 'matmul'"),
+    (["--dtype", "fp8"], "unknown dtype 'fp8'"),
+    (["--head-dim", "512"], "head dim 512 is not supported"),
+    (["--head-dim", "0"], "argument --head-dim: every value must be at least 1"),
+    (["--workers", "0"], "argument --workers: must be at least 1"),
+])
+def test_compile_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
+    try:
+        code = cli.main([*COMPILE, *extra, "--out", str(tmp_path / "out")])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.compile
+def test_compile_records_every_candidate_of_every_launch(tmp_path, capsys):
+    from kernels.decode_attention import SPLIT_CONFIGS
+    from kernels.resources import ptxas_missing
+
+    if ptxas_missing():
+        pytest.skip(ptxas_missing())
+    code = cli.main([*COMPILE, "--family", "decode_attention", "--case", "contiguous", "--arch", "sm_90",
+                     "--head-dim", "64", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    recs = read_records([tmp_path / "records.jsonl"])
+    assert len(recs) == len(SPLIT_CONFIGS["hopper"]) + 1  # every split candidate, and the combine kernel
+    assert {r["kernel"] for r in recs} == {"decode_attention.split", "decode_attention.combine"}
+    for r in recs:
+        assert r["workload"] == "kernel-compile" and r["status"] == "ok" and r["device"] is None
+        assert r["arch"] == "sm_90" and r["head_dim"] == 64 and r["case"] == "contiguous" and r["dtype"] == "bf16"
+        m = r["metrics"]
+        assert m["clean"] and m["registers"] > 0 and m["shared_bytes"] > 0 and m["programs_per_sm"] >= 1
+        assert r["config"]["num_warps"] in (4, 8) and r["candidate"].endswith(f"s{r['config']['num_stages']}")
+    assert "decode_attention.split" in out

@@ -213,3 +213,45 @@ def test_a_task_killed_outright_is_lost_and_resubmitted(slurm_cluster, tmp_path,
     resumed = sweep_tasks.read_manifest(out)["jobs"][-2]["id"]
     slurm_cluster.run("scancel", resumed)
     wait_until_idle(slurm_cluster, out)
+
+
+TWO_PROCESSES = """
+name = "ddp-2proc"
+workload = "finetune"
+out = "{out}"
+[params]
+model = "tiny-llama"
+device = "cpu"
+dtype = "fp32"
+seq_len = 32
+batch_size = 2
+steps = 2
+warmup_steps = 1
+no_ceilings = true
+[matrix]
+nproc = [2]
+[slurm]
+partition = "debug"
+time = "00:05:00"
+cpus_per_task = 2
+env = {{ OMP_NUM_THREADS = 1 }}
+"""
+
+
+def test_a_two_process_finetune_point_runs_as_one_array_task(slurm_cluster, tmp_path, monkeypatch):
+    """The point starts its own 2 processes (llmbench finetune --nproc 2, gloo) inside its array task;
+    rank 0 writes the point's one record."""
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    out = tmp_path / "sweep"
+    file = tmp_path / "sweep.toml"
+    file.write_text(TWO_PROCESSES.format(out=out))
+    assert cli.main(["sweep", "submit", str(file)]) == 0
+    wait_until_idle(slurm_cluster, out, timeout=240)
+    manifest = sweep_tasks.read_manifest(out)
+    [state] = sweep_tasks.task_states(out, manifest)
+    assert state["state"] == "done", (state, (out / "logs" / "point-0.log").read_text()[-3000:])
+    [record] = read_records([out / "records.jsonl"])
+    assert (record["status"], record["world_size"], record["nodes"], record["parallel"]) == ("ok", 2, 1, "ddp")
+    assert record["env"]["slurm_array_job_id"] == manifest["jobs"][0]["id"]
+    log = (out / "logs" / "point-0.log").read_text()
+    assert "+ torchrun --standalone --nproc-per-node=2" in log and "--nproc 2" in " ".join(state["command"])

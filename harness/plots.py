@@ -1,8 +1,16 @@
-"""Report figures (matplotlib, headless): roofline, precision comparison, scaling, devices.
+"""Report figures (matplotlib, headless): roofline, precisions, scaling, pareto, energy, devices, attention,
+kernel resources.
 
-Every figure is saved as PNG and SVG; functions return the file stem they wrote,
-or None when the records hold nothing for that figure. A point above its
-measured roof (an impossible value: re-run ``llmbench peak``) gets a red ring.
+Every figure is saved as PNG (and SVG with ``SVG``); functions return the file stem they wrote,
+or None when the records hold nothing for that figure. Figures stay readable at
+hundreds of points: a series is every point field that varies but the x axis
+(never two engines or models joined in one line); colour shows one varying
+field, marker a second and line style a third, and the legend lists those
+values (at most ``MAX_COLORS`` + ``MAX_MARKERS`` + ``MAX_STYLES`` entries, the
+rest drawn grey as "other"), not one entry per point. Decode points are filled,
+prefill points hollow. An axis whose values span more than a decade is
+logarithmic. A point above its measured roof (an impossible value: re-run
+``llmbench peak``) gets a red ring.
 """
 
 from __future__ import annotations
@@ -15,14 +23,23 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from harness.roofline import OVERHEAD_BELOW, PEAK_HINT, ROUNDOFF, above_roof  # noqa: E402
-from harness.views import decode_label  # noqa: E402
+from harness.views import (  # noqa: E402
+    FIELD_HEADERS, decode_label, independent, is_clean, point_label, sort_records, spill_bytes, varying_fields,
+)
 from workloads.choices import ATTENTION_MODES, PRECISIONS  # noqa: E402
 
 COLORS = {"fp32": "#1f77b4", "tf32": "#9467bd", "bf16": "#2ca02c", "fp16": "#ff7f0e"}
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+MARKERS = ["o", "s", "^", "D"]
+STYLES = ["-", "--"]
+MAX_COLORS, MAX_MARKERS, MAX_STYLES = len(PALETTE), len(MARKERS), len(STYLES)
+OTHER = "#9a9a9a"
 ORDER = list(PRECISIONS)
 IMPOSSIBLE = "#d62728"  # the ring around a point above its measured roof
+DTYPE_FIELDS = ("dtype", "weights_dtype", "matmul_precision")
 
 
 def _ring(ax, xs, ys, label=None) -> None:
@@ -35,28 +52,118 @@ def _color(dtype: str) -> str:
     return COLORS.get(dtype, "#7f7f7f")
 
 
+SVG = False
+"""Also write each figure as SVG (``llmbench report --svg``): vector figures for papers, at about twice the
+time of the PNG alone (the PNG is what the reports show)."""
+
+
 def _save(fig, out: Path, stem: str) -> str:
     out.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out / f"{stem}.png", dpi=130)
-    fig.savefig(out / f"{stem}.svg")
+    fig.savefig(out / f"{stem}.png", dpi=100)
+    if SVG:
+        fig.savefig(out / f"{stem}.svg")
     plt.close(fig)
     return stem
 
 
+def _log_if_wide(ax, values, axis: str = "y") -> None:
+    """A log scale on ``axis`` when its positive values span more than a decade."""
+    values = [v for v in values if v and v > 0]
+    if values and max(values) / min(values) > 10:
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+
+
+def _name(field: str) -> str:
+    return FIELD_HEADERS.get(field, field.replace("_", " "))
+
+
+class Styles:
+    """Colour, marker and line style for the series of a figure, each from one varying field (in
+    ``fields`` order; a fourth field and beyond join the colour's, as pairs of values), with a legend of
+    the values rather than of the series."""
+
+    def __init__(self, records: list[dict], fields: list[str], colors: dict | None = None):
+        self.channels = [[fields[0], *fields[3:]]] + [[f] for f in fields[1:3]] if fields else []
+        self.values = []
+        for channel, cap in zip(self.channels, (MAX_COLORS, MAX_MARKERS, MAX_STYLES)):
+            distinct = {self._key(channel, r): r for r in records}
+            seen = [self._key(channel, r) for r in sort_records(list(distinct.values()), channel)]
+            self.values.append(seen if len(seen) <= cap else seen[:cap - 1])
+        self.colors = colors if fields[:1] == ["dtype"] and len(self.channels[0]) == 1 else None
+
+    @staticmethod
+    def _key(channel: list[str], r: dict) -> str:
+        return ", ".join(str(r.get(f)) for f in channel)
+
+    def _index(self, channel: int, r: dict) -> int | None:
+        if channel >= len(self.channels):
+            return 0
+        value = self._key(self.channels[channel], r)
+        return self.values[channel].index(value) if value in self.values[channel] else None
+
+    def color(self, r: dict) -> str:
+        if self.colors is not None:
+            return self.colors.get(r.get("dtype"), OTHER)
+        i = self._index(0, r)
+        return PALETTE[i] if i is not None else OTHER
+
+    def marker(self, r: dict) -> str:
+        i = self._index(1, r)
+        return MARKERS[i] if i is not None else "X"
+
+    def style(self, r: dict) -> str:
+        i = self._index(2, r)
+        return STYLES[i] if i is not None else ":"
+
+    def legend(self, filled: bool = True) -> list:
+        """Proxy artists: one per colour value, marker value and line style value."""
+        handles = []
+        for channel, fields in enumerate(self.channels):
+            name = ", ".join(_name(f) for f in fields)
+            for i, value in enumerate(self.values[channel]):
+                label = f"{name}: {value}"
+                if channel == 0:
+                    color = self.colors.get(value, OTHER) if self.colors is not None else PALETTE[i]
+                    handles.append(Line2D([], [], color=color, marker="o", lw=2, label=label))
+                elif channel == 1:
+                    handles.append(Line2D([], [], color="#333333", marker=MARKERS[i], ls="none",
+                                          markerfacecolor="#333333" if filled else "none", label=label))
+                else:
+                    handles.append(Line2D([], [], color="#333333", ls=STYLES[i], label=label))
+        return handles
+
+    def others(self, records: list[dict]) -> bool:
+        """Whether some records fall outside the values the legend names (drawn grey, X or dotted)."""
+        return any(self._index(c, r) is None for r in records for c in range(len(self.channels)))
+
+
+def _series_fields(records: list[dict], exclude: tuple = ()) -> list[str]:
+    """The varying fields that tell series apart, less those another one sets (cache follows engine)."""
+    varying, _ = varying_fields(records)
+    return independent([k for k in varying if k not in exclude], records)
+
+
+def _legend(ax, handles: list, records_styles: Styles | None = None, records: list[dict] = (), **kwargs) -> None:
+    if records_styles is not None and records_styles.others(records):
+        handles = handles + [Line2D([], [], color=OTHER, marker="X", ls=":", label="other (grey, X or dotted)")]
+    if handles:
+        ax.legend(handles=handles, fontsize=7, **kwargs)
+
+
 def roofline(device: str, ceilings, records: list[dict], out: Path, stem: str) -> str | None:
-    """Log-log roofline: measured ceiling per precision (solid), spec (dashed), one marker per record
-    for its decode steps (circle) and its prefill (triangle). A dotted line per precision that has
-    points marks ``OVERHEAD_BELOW`` of the measured roof (points under it are overhead-bound); a red
-    ring marks a point above its measured roof."""
+    """Log-log roofline: measured ceiling per precision (solid), spec (dashed), the records' decode steps
+    (filled) and prefills (hollow), coloured by precision, marker by the next varying field (model,
+    engine, ...). A dotted line per precision that has points marks ``OVERHEAD_BELOW`` of the measured
+    roof (points under it are overhead-bound); a red ring marks a point above its measured roof."""
     if not records or not ceilings or not ceilings.copy_gbps:
         return None
-    fig, ax = plt.subplots(figsize=(8.5, 5.5))
-    points = [r["derived"]["arithmetic_intensity"] for r in records]
-    points += [r["derived"]["prefill_arithmetic_intensity"] for r in records]
+    fig, ax = plt.subplots(figsize=(12, 5.5))
+    d = [r["derived"] for r in records]
+    points = [x for r in d for x in (r.get("arithmetic_intensity"), r.get("prefill_arithmetic_intensity")) if x]
     ridges = [t * 1e3 / ceilings.copy_gbps for t in ceilings.matmul_tflops.values()]
     x = np.logspace(np.log10(min(points + ridges) / 4), np.log10(max(points + ridges) * 4), 300)
-    for dtype in sorted(ceilings.matmul_tflops, key=ORDER.index):
+    for dtype in sorted(ceilings.matmul_tflops, key=lambda k: ORDER.index(k) if k in ORDER else 9):
         peak = ceilings.matmul_tflops[dtype]
         ax.plot(x, np.minimum(peak, ceilings.copy_gbps * x / 1e3), color=_color(dtype), lw=2,
                 label=f"measured {dtype}: {ceilings.copy_gbps:.4g} GB/s, {peak:.4g} TFLOP/s")
@@ -66,51 +173,73 @@ def roofline(device: str, ceilings, records: list[dict], out: Path, stem: str) -
             if dtype in ceilings.matmul_tflops:
                 ax.plot(x, np.minimum(peak, spec.mem_gbps * x / 1e3), color=_color(dtype), lw=1, ls="--",
                         label=f"spec {dtype}: {spec.mem_gbps:.0f} GB/s, {peak:.0f} TFLOP/s")
-    shown = [d for d in ORDER if d in ceilings.matmul_tflops and any(r["dtype"] == d for r in records)]
+    shown = [dt for dt in ORDER if dt in ceilings.matmul_tflops and any(r["dtype"] == dt for r in records)]
     for i, dtype in enumerate(shown):
         roof = np.minimum(ceilings.matmul_tflops[dtype], ceilings.copy_gbps * x / 1e3)
         ax.plot(x, OVERHEAD_BELOW * roof, color=_color(dtype), lw=0.8, ls=":", alpha=0.8,
                 label=f"{100 * OVERHEAD_BELOW:.0f}% of the measured roof: overhead-bound below" if i == 0 else None)
+    fields = ["dtype", *_series_fields(records, ("dtype", *DTYPE_FIELDS, "batch_size", "prompt_len", "new_tokens"))]
+    styles = Styles(records, fields[:2], COLORS)
+    groups = defaultdict(lambda: ([], [], [], []))
     over_x, over_y = [], []
     for r in records:
-        d, color = r["derived"], _color(r["dtype"])
+        dr = r["derived"]
         peak = ceilings.matmul_tflops.get(r["dtype"], float("inf"))
-        for intensity, tflops, marker, size, what in (
-                (d["arithmetic_intensity"], d["achieved_tflops"], "o", 45, "decode"),
-                (d["prefill_arithmetic_intensity"], d["prefill_tflops"], "^", 55, "prefill")):
-            ax.scatter(intensity, tflops, color=color, marker=marker, s=size, zorder=3, edgecolor="black",
-                       linewidth=0.5, label=f"{what} {r['dtype']} {decode_label(r)}")
+        g = groups[(styles.color(r), styles.marker(r))]
+        for intensity, tflops, phase in ((dr.get("arithmetic_intensity"), dr.get("achieved_tflops"), 0),
+                                         (dr.get("prefill_arithmetic_intensity"), dr.get("prefill_tflops"), 2)):
+            if not intensity or not tflops:
+                continue
+            g[phase].append(intensity)
+            g[phase + 1].append(tflops)
             if above_roof(intensity, tflops, peak, ceilings.copy_gbps):
                 over_x.append(intensity)
                 over_y.append(tflops)
+    for (color, marker), (dx, dy, px, py) in groups.items():
+        ax.scatter(dx, dy, color=color, marker=marker, s=40, zorder=3, edgecolor="black", linewidth=0.4)
+        ax.scatter(px, py, facecolors="none", edgecolors=color, marker=marker, s=50, zorder=3, linewidth=1.2)
     _ring(ax, over_x, over_y, f"above its measured roof, impossible:\n{PEAK_HINT}")
+    handles, _ = ax.get_legend_handles_labels()
+    roofs = {f"dtype: {dt}" for dt in ceilings.matmul_tflops}  # their roof line already shows the colour
+    handles += [h for h in styles.legend() if h.get_label() not in roofs]
+    handles += [Line2D([], [], color="#333333", marker="o", ls="none", label="decode steps (filled)"),
+                Line2D([], [], color="#333333", marker="o", ls="none", markerfacecolor="none",
+                       label="prefill (hollow)")]
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
     ax.set_ylabel("achieved TFLOP/s")
-    ax.set_title(f"Roofline: {device}")
+    ax.set_title(f"Roofline: {device} (colour: precision; marker: {_name(fields[1]) if len(fields) > 1 else '-'})")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.set_size_inches(12, 5.5)
+    _legend(ax, handles, styles, records, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _save(fig, out, stem)
 
 
+MAX_GROUPS = 12  # bars of a comparison; with more points (and batch sizes) the speedup is drawn against batch
+
+
 def precision_comparison(device: str, records: list[dict], out: Path, stem: str) -> str | None:
-    """Decode tokens/s per precision for each point, with the speedup over fp32 (or the first
-    precision), beside the bytes each decode step moves."""
+    """Decode tokens/s per precision at each point where several ran, with the speedup over fp32 (or the
+    first precision), beside the bytes each decode step moves (log scale: a small model stays visible).
+    A point is every varying field but the precision (engines are never merged)."""
+    fields = _series_fields(records, DTYPE_FIELDS)
     groups = defaultdict(dict)
-    for r in records:
-        groups[decode_label(r)][r["dtype"]] = r
+    for r in sort_records(records, fields):
+        groups[point_label(r, fields) or "all"][r["dtype"]] = r
     groups = {k: v for k, v in groups.items() if len(v) > 1}
     if not groups:
         return None
+    if len(groups) > MAX_GROUPS and "batch_size" in fields:
+        return _speedup_vs_batch(device, [r for g in groups.values() for r in g.values()], out, stem)
+    total = len(groups)
+    groups = dict(list(groups.items())[:MAX_GROUPS])
     dtypes = [d for d in ORDER if any(d in g for g in groups.values())]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
     width = 0.8 / len(dtypes)
     xs = np.arange(len(groups))
     for i, dtype in enumerate(dtypes):
         rates = [g[dtype]["metrics"]["tokens_per_s"] if dtype in g else 0 for g in groups.values()]
-        mb = [g[dtype]["cost"]["bytes_per_step"] / 1e6 if dtype in g else 0 for g in groups.values()]
+        mb = [g[dtype]["cost"].get("bytes_per_step", 0) / 1e6 if dtype in g else 0 for g in groups.values()]
         bars = ax1.bar(xs + i * width, rates, width, color=_color(dtype), label=dtype)
         ax2.bar(xs + i * width, mb, width, color=_color(dtype), label=dtype)
         for bar, g in zip(bars, groups.values()):
@@ -118,37 +247,172 @@ def precision_comparison(device: str, records: list[dict], out: Path, stem: str)
             if dtype in g and g[dtype] is not base:
                 ax1.annotate(f"{g[dtype]['metrics']['tokens_per_s'] / base['metrics']['tokens_per_s']:.2f}x",
                              (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
-                             fontsize=8)
+                             fontsize=7)
+    shown = f" (first {MAX_GROUPS} of {total} points)" if total > MAX_GROUPS else ""
     for ax, title, ylabel in ((ax1, "decode tokens/s", "tokens/s"), (ax2, "bytes per decode step", "MB / step")):
         ax.set_xticks(xs + width * (len(dtypes) - 1) / 2)
-        ax.set_xticklabels(list(groups), rotation=20, ha="right", fontsize=8)
-        ax.set_title(f"{title}: {device}", fontsize=10)
-        ax.set_ylabel(ylabel)
+        ax.set_xticklabels(list(groups), rotation=30, ha="right", fontsize=7)
+        ax.set_title(f"{title}: {device}{shown}", fontsize=9)
+        ax.set_ylabel(ylabel + (" (log)" if ax is ax2 else ""))
         ax.legend(fontsize=8)
-        ax.grid(True, axis="y", alpha=0.3)
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax2.set_yscale("log")
+    _log_if_wide(ax1, [r["metrics"]["tokens_per_s"] for g in groups.values() for r in g.values()])
     return _save(fig, out, stem)
 
 
-def scaling(device: str, records: list[dict], field: str, xlabel: str, out: Path, stem: str) -> str | None:
-    """Decode tokens/s against ``field`` (batch_size or prompt_len), one line per model and precision,
-    drawn only where the records span at least two values."""
-    others = {"batch_size": "prompt_len", "prompt_len": "batch_size"}[field]
+def _speedup_vs_batch(device: str, records: list[dict], out: Path, stem: str) -> str:
+    """Many points: each lower precision's tokens/s over fp32's (or the first precision's) against batch
+    size, one line per series, with the ratio of bytes per step (the speedup a memory-bound decode
+    would reach) dashed."""
+    fields, lines = _series([r for r in records], "batch_size")
+    fields = [f for f in fields if f not in DTYPE_FIELDS]
+    base_dtype = "fp32" if any(r["dtype"] == "fp32" for r in records) else records[0]["dtype"]
+    base = {(tuple(str(r.get(k)) for k in fields), r["batch_size"]): r for r in records if r["dtype"] == base_dtype}
+    ratios = []
+    for r in records:
+        b = base.get((tuple(str(r.get(k)) for k in fields), r["batch_size"]))
+        if b is None or r["dtype"] == base_dtype:
+            continue
+        bytes_ratio = (b["cost"].get("bytes_per_step") or 0) / (r["cost"].get("bytes_per_step") or 1)
+        ratios.append({**r, "_speedup": r["metrics"]["tokens_per_s"] / b["metrics"]["tokens_per_s"],
+                       "_bytes": bytes_ratio})
+    series_fields, lines = _series(ratios, "batch_size")
+    styles = Styles(ratios, series_fields)
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    _draw_series(ax, styles, lines, lambda r: r["batch_size"], lambda r: r["_speedup"])
+    by_batch = defaultdict(list)
+    for r in ratios:
+        by_batch[r["batch_size"]].append(r["_bytes"])
+    xs = sorted(by_batch)
+    ax.plot(xs, [float(np.median(by_batch[x])) for x in xs], color="black", ls="--", lw=1.2)
+    ax.axhline(1.0, color="#888888", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel(f"tokens/s over {base_dtype}")
+    ax.set_title(f"Speedup over {base_dtype}, {len(ratios)} points: {device}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    handles = styles.legend() + [Line2D([], [], color="black", ls="--", label=f"{base_dtype} bytes/step over "
+                                        "the precision's (memory-bound expectation)")]
+    _legend(ax, handles, styles, ratios, loc="best")
+    return _save(fig, out, stem)
+
+
+def _series(records: list[dict], x_field: str) -> tuple[list[str], dict[tuple, list[dict]]]:
+    """Records in series: every varying field but ``x_field`` (and the precision's derived fields)."""
+    fields = _series_fields(records, (x_field, "weights_dtype", "matmul_precision"))
     lines = defaultdict(list)
     for r in records:
-        lines[(r["model"], r["dtype"], r[others])].append((r[field], r["metrics"]["tokens_per_s"]))
-    lines = {k: sorted(v) for k, v in lines.items() if len({x for x, _ in v}) > 1}
+        lines[tuple(str(r.get(k)) for k in fields)].append(r)
+    return fields, lines
+
+
+def _draw_series(ax, styles: Styles, lines: dict, x, y, annotate=None, order=None) -> list:
+    """One line per series, through its points sorted along x (or by ``order``); the series of one style
+    are drawn as one line broken by NaNs (fast at thousands of series). Returns the y values drawn."""
+    joined = defaultdict(lambda: ([], []))
+    ys = []
+    for rs in lines.values():
+        pts = sorted(((order or x)(r), x(r), y(r), i) for i, r in enumerate(rs)
+                     if x(r) is not None and y(r) is not None)
+        pts = [p[1:] for p in pts]
+        if not pts:
+            continue
+        r0 = rs[pts[0][2]]
+        xs_, ys_ = joined[(styles.color(r0), styles.marker(r0), styles.style(r0))]
+        xs_ += [p[0] for p in pts] + [np.nan]
+        ys_ += [p[1] for p in pts] + [np.nan]
+        if annotate:
+            for px, py, i in pts:
+                ax.annotate(annotate(rs[i]), (px, py), textcoords="offset points", xytext=(4, 3), fontsize=6,
+                            color="#444444")
+        ys += [p[1] for p in pts]
+    for (color, marker, style), (xs_, ys_) in joined.items():
+        ax.plot(xs_, ys_, color=color, marker=marker, ls=style, lw=1.3, ms=5)
+    return ys
+
+
+def scaling(device: str, records: list[dict], field: str, xlabel: str, out: Path, stem: str) -> str | None:
+    """Decode tokens/s against ``field`` (batch_size or prompt_len), one line per series (every other
+    varying field), drawn only where the records span at least two values."""
+    fields, lines = _series(records, field)
+    lines = {k: v for k, v in lines.items() if len({r[field] for r in v}) > 1}
     if not lines:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for (model, dtype, other), pts in sorted(lines.items()):
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=_color(dtype),
-                label=f"{model} {dtype} ({others.replace('_', ' ')} {other})")
+    shown = [r for rs in lines.values() for r in rs]
+    styles = Styles(shown, fields)
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    ys = _draw_series(ax, styles, lines, lambda r: r[field], lambda r: r["metrics"]["tokens_per_s"])
     ax.set_xscale("log", base=2)
+    _log_if_wide(ax, ys)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("decode tokens/s")
     ax.set_title(f"Decode tokens/s vs {xlabel}: {device}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, styles.legend(), styles, shown, loc="best")
+    return _save(fig, out, stem)
+
+
+def _pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both axes (higher is better on both), by x."""
+    front, best_y = [], -np.inf
+    for px, py in sorted(points, key=lambda p: (-p[0], -p[1])):
+        if py > best_y:
+            front.append((px, py))
+            best_y = py
+    return sorted(front)
+
+
+def pareto(device: str, records: list[dict], out: Path, stem: str) -> str | None:
+    """Throughput against per-sequence speed across batch sizes: total tokens/s (y) against tokens/s per
+    sequence (x), one line per series through its batch sizes, and the pareto front of every point
+    (what a batch size buys in throughput and costs in per-user latency)."""
+    fields, lines = _series(records, "batch_size")
+    lines = {k: v for k, v in lines.items() if len({r["batch_size"] for r in v}) > 1}
+    if not lines:
+        return None
+    shown = [r for rs in lines.values() for r in rs]
+    styles = Styles(shown, fields)
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+
+    def per_seq(r):
+        return r["metrics"]["tokens_per_s"] / r["batch_size"]
+
+    few = len(shown) <= 40
+    ys = _draw_series(ax, styles, lines, per_seq, lambda r: r["metrics"]["tokens_per_s"],
+                      (lambda r: f"b{r['batch_size']}") if few else None, order=lambda r: r["batch_size"])
+    front = _pareto_front([(per_seq(r), r["metrics"]["tokens_per_s"]) for r in shown])
+    ax.plot([p[0] for p in front], [p[1] for p in front], color="black", lw=5, alpha=0.15, zorder=0)
+    _log_if_wide(ax, ys)
+    _log_if_wide(ax, [per_seq(r) for r in shown], "x")
+    ax.set_xlabel("tokens/s per sequence (per-user speed)")
+    ax.set_ylabel("total tokens/s (throughput)")
+    ax.set_title(f"Throughput vs per-sequence speed across batch sizes: {device}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    _legend(ax, [*styles.legend(), Line2D([], [], color="black", lw=5, alpha=0.15, label="pareto front")],
+            styles, shown, loc="best")
+    return _save(fig, out, stem)
+
+
+def energy(device: str, records: list[dict], out: Path, stem: str) -> str | None:
+    """Joules per token against total tokens/s, one line per series through its batch sizes (or points
+    when no batch varies): where the GPU does the most work per joule."""
+    rated = [r for r in records if (r.get("telemetry") or {}).get("joules_per_token")
+             and r["metrics"].get("tokens_per_s")]
+    if not rated:
+        return None
+    fields, lines = _series(rated, "batch_size")
+    styles = Styles(rated, fields)
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    ys = _draw_series(ax, styles, lines, lambda r: r["metrics"]["tokens_per_s"],
+                      lambda r: r["telemetry"]["joules_per_token"], order=lambda r: r.get("batch_size") or 0)
+    _log_if_wide(ax, ys)
+    _log_if_wide(ax, [r["metrics"]["tokens_per_s"] for r in rated], "x")
+    ax.set_xlabel("total tokens/s")
+    ax.set_ylabel("energy per token (J)")
+    ax.set_title(f"Energy per token vs throughput: {device}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    _legend(ax, styles.legend(), styles, rated, loc="best")
     return _save(fig, out, stem)
 
 
@@ -158,8 +422,8 @@ def devices(records_by_device: dict[str, list[dict]], out: Path, stem: str) -> s
         return None
     per_device = [{(decode_label(r), r["dtype"]) for r in rs} for rs in records_by_device.values()]
     shared = {k for k in set().union(*per_device) if sum(k in keys for keys in per_device) > 1}
-    keys = sorted(shared or set().union(*per_device))  # the points measured on several devices, when any
-    fig, ax = plt.subplots(figsize=(max(7.5, 1.1 * len(keys)), 4.8))
+    keys = sorted(shared or set().union(*per_device))[:MAX_GROUPS]  # the points measured on several devices
+    fig, ax = plt.subplots(figsize=(max(7.5, 0.6 * len(keys) * len(records_by_device)), 4.8))
     width = 0.8 / len(records_by_device)
     xs = np.arange(len(keys))
     for i, (device, rs) in enumerate(sorted(records_by_device.items())):
@@ -227,3 +491,68 @@ def attention(device: str, records: list[dict], peak_tflops: float | None, out: 
         ax.axis("off")
     fig.suptitle(f"Fused attention, {records[0]['dtype']}: {device}", fontsize=11)
     return _save(fig, out, stem)
+
+
+CLEAN = "#7fc97f"  # a kernel-compile cell that fits and spills nothing
+NO_FIT = "#555555"
+FAILED = "#222222"
+
+
+def kernel_resources(records: list[dict], out: Path, stem: str) -> str | None:
+    """Heat map of static compiles (one precision): a row per kernel x case x candidate, a column per arch x
+    head dim; green where the candidate fits and spills nothing, red by spill bytes (log, darker is
+    more), dark grey where it does not fit, black where it did not compile. The text is the estimated
+    occupancy (warps per SM over the arch's maximum)."""
+    if not records:
+        return None
+    from matplotlib import colormaps
+    from matplotlib.colors import LogNorm
+
+    rows = sorted({(str(r.get("kernel")), str(r.get("case")), str(r.get("candidate"))) for r in records})
+    cols = sorted({(str(r.get("arch")), r.get("head_dim") or 0) for r in records},
+                  key=lambda c: ("".join(ch for ch in c[0] if ch.isdigit()).zfill(4), c[1]))
+    cells = {((str(r.get("kernel")), str(r.get("case")), str(r.get("candidate"))),
+              (str(r.get("arch")), r.get("head_dim") or 0)): r for r in records}
+    spills = [spill_bytes(r) for r in records if r.get("status") == "ok" and spill_bytes(r)]
+    norm = LogNorm(vmin=max(1, min(spills, default=1)), vmax=max(max(spills, default=2), 2))
+    cmap = colormaps["Reds"]
+    image = np.ones((len(rows), len(cols), 4))
+    fig, ax = plt.subplots(figsize=(3.5 + 1.1 * len(cols), 1.4 + 0.24 * len(rows)))
+    for (i, row), (j, col) in ((a, b) for a in enumerate(rows) for b in enumerate(cols)):
+        r = cells.get((row, col))
+        if r is None:
+            continue
+        m = r.get("metrics") or {}
+        if r.get("status") != "ok":
+            color, text = FAILED, "failed"
+        elif is_clean(r):
+            color, text = CLEAN, _occupancy(m)
+        elif m.get("fits") is False and not spill_bytes(r):
+            color, text = NO_FIT, "no fit"
+        else:
+            color, text = cmap(0.35 + 0.65 * float(norm(spill_bytes(r)))), _occupancy(m)
+        image[i, j] = matplotlib.colors.to_rgba(color)
+        dark = color in (FAILED, NO_FIT) or (color not in (CLEAN,) and norm(spill_bytes(r)) > 0.5)
+        ax.text(j, i, text, ha="center", va="center", fontsize=6.5, color="white" if dark else "black")
+    ax.imshow(image, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(len(cols)), [f"{arch}\nhd {hd}" for arch, hd in cols], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(len(rows)), [f"{k} {c}  {cand}" for k, c, cand in rows], fontsize=6.5)
+    ax.set_xticks(np.arange(-0.5, len(cols)), minor=True)
+    ax.set_yticks(np.arange(-0.5, len(rows)), minor=True)
+    ax.grid(which="minor", color="white", lw=1)
+    ax.tick_params(which="minor", length=0)
+    dtype = records[0].get("dtype")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=CLEAN, label="clean: fits, no spills"),
+               plt.Rectangle((0, 0), 1, 1, color=cmap(0.7), label="spills (darker: more bytes, log)"),
+               plt.Rectangle((0, 0), 1, 1, color=NO_FIT, label="does not fit"),
+               plt.Rectangle((0, 0), 1, 1, color=FAILED, label="compile failed")]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+              title="cell text: occupancy", title_fontsize=7)
+    ax.set_title(f"Kernel resources, {dtype}: static compile per candidate", fontsize=10, pad=28)
+    return _save(fig, out, stem)
+
+
+def _occupancy(metrics: dict) -> str:
+    occ = metrics.get("occupancy")
+    return "-" if occ is None else f"{100 * occ:.0f}%"

@@ -4,23 +4,44 @@ All records under the given folders are read (several machines and runs may be
 mixed), grouped by device, and each decode, fine-tune and kernel record's MBU,
 MFU, roof fraction, bound and roofline warnings are recomputed against its
 device's measured ceilings, so ceilings measured after a benchmark still explain
-it. Fine-tune records get a table per device (tokens/s, MFU, peak memory, loss at
-start and end). A rate above its measured ceiling is marked '!' in the tables
-and listed under the device's warnings with the hint to re-run ``llmbench peak``.
+it. The report opens with headline findings per device (``report_findings``:
+bf16 vs fp32 with its CI, the best engine and attention, the best MBU, the
+overhead-bound points, what to distrust), then per device its environment
+(versions, git sha, hosts, SLURM ids, runs merged), ceilings, warnings, one
+decode table with a column for every point field that varies (what is constant
+is said once above it), the figures (roofline, precisions, batch and context
+scaling, throughput-latency pareto), energy when telemetry exists, fine-tune and
+kernels; then static kernel resources (``kernel-compile`` records: a heat map per
+precision and one line per kernel x arch x head dim), devices side by side and
+the points that did not complete.
+
+Both formats come from one list of blocks: the Markdown report (for git hosting)
+and report.html, rendered with a jinja2 template, its prose through
+markdown-it-py (so no raw Markdown shows), figures as base64 PNG (no network),
+tables sortable by a click on a header, sections collapsible.
 """
 
 from __future__ import annotations
 
 import base64
-import html as htmlmod
+import multiprocessing
+import os
+import re
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import plots, pytest_bench, roofline, tables, views
+from harness import plots, pytest_bench, report_findings, roofline, tables, views
 from harness.ceilings import device_key, from_records
 from harness.records import read_records
 from workloads.errors import UserError
+
+TITLE = "llmbench report"
+MAX_LISTED = 10  # warning lines listed per kind and device; the rest are counted
+KERNELS = ("attention", "decode-attention")
+PARALLEL_FROM = 1000  # records from which the figures are drawn in parallel processes
+
 
 def final_failures(records: list[dict]) -> tuple[list[dict], int]:
     """The records that did not complete, counting a sweep point by its final outcome: a point that
@@ -36,109 +57,162 @@ def final_failures(records: list[dict]) -> tuple[list[dict], int]:
     return failed, len(retried)
 
 
-def build(inputs: list[Path], out: Path) -> tuple[Path, Path]:
+def build(inputs: list[Path], out: Path, title: str = TITLE, svg: bool = False) -> tuple[Path, Path]:
+    """Write ``out/report.md``, ``out/report.html`` and ``out/plots/`` (PNG, and SVG when ``svg``); returns
+    the two report paths."""
     records = read_records(inputs)
     if not records:
-        raise UserError(f"no records found under {', '.join(map(str, inputs))}; run `llmbench decode` or `llmbench finetune` first")
+        raise UserError(f"no records found under {', '.join(map(str, inputs))}; run `llmbench decode` or "
+                        "`llmbench finetune` first")
     ceilings = from_records(records)
     decode, finetune = defaultdict(list), defaultdict(list)
-    attention, pytest_benchmarks = defaultdict(list), defaultdict(list)
-    kernels = defaultdict(list)  # attention and decode-attention, for their warnings
+    attention, kernels, pytest_benchmarks = defaultdict(list), defaultdict(list), defaultdict(list)
+    compiles = []
     for r in records:
+        workload = r.get("workload")
+        if workload == views.COMPILE_WORKLOAD:
+            compiles.append(r)
+            continue
         if r.get("status") != "ok":
             continue
-        if r.get("workload") in ("decode", "finetune", "attention", "decode-attention"):
+        if workload in ("decode", "finetune", *KERNELS):
             r = roofline.with_ceilings(r, ceilings.get(device_key(r)))
-        if r.get("workload") in ("decode", "finetune"):
-            group = decode if r["workload"] == "decode" else finetune
-            group[device_key(r)].append(r)
-        elif r.get("workload") in ("attention", "decode-attention"):
+        if workload == "decode" and r["metrics"].get("tokens_per_s"):
+            decode[device_key(r)].append(r)
+        elif workload == "finetune":
+            finetune[device_key(r)].append(r)
+        elif workload in KERNELS:
             kernels[device_key(r)].append(r)
-            if r["workload"] == "attention":
+            if workload == "attention":
                 attention[device_key(r)].append(r)
-        elif r.get("workload") == pytest_bench.WORKLOAD:
+        elif workload == pytest_bench.WORKLOAD:
             pytest_benchmarks[device_key(r)].append(r)
+    failed, retried = final_failures([r for r in records if r.get("workload") != views.COMPILE_WORKLOAD])
+    failed_by_device = defaultdict(list)
+    for r in failed:
+        failed_by_device[device_key(r)].append(r)
+    measured = {k for k, c in ceilings.items() if c.copy_gbps or c.matmul_tflops}
+    devices = sorted(measured | set(decode) | set(finetune) | set(kernels) | set(pytest_benchmarks))
     figures = out / "plots"
-    md = ["# llmbench report", "",
-          f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(records)} records in "
-          f"{', '.join(map(str, inputs))}. Decimal units (1 GB/s = 1e9 B/s). MBU and MFU divide by the measured "
-          "ceilings (`llmbench peak`); % spec divides by the datasheet. Bytes per decode step = weights + KV read "
-          f"+ KV written. {BOUND_SENTENCE} A value marked '!' lies above its measured ceiling, which is impossible: "
-          f"{roofline.PEAK_HINT}.",
-          ""]
-    sections = []  # (heading, markdown body, html body) per block, rendered to both formats
-    failed, retried = final_failures(records)
-    devices = set(ceilings) | set(decode) | set(finetune) | set(attention) | set(pytest_benchmarks)
-    for n, device in enumerate(sorted(devices)):
+    runs = len({r.get("run_id") for r in records})
+    intro = (f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(records)} records "
+             f"of {runs} run(s) in {', '.join(f'`{p}`' for p in inputs)}. Numbers in 3 significant figures with SI "
+             "prefixes (k = 1e3, M = 1e6, G = 1e9, T = 1e12, m = 1e-3, \u00b5 = 1e-6), decimal units, the unit in "
+             "each column's header. MBU and MFU divide by the measured ceilings (`llmbench peak`); % spec by the "
+             f"datasheet. Bytes per decode step = weights + KV read + KV written. {BOUND_SENTENCE} A value marked "
+             f"'!' lies above its measured ceiling, which is impossible: {roofline.PEAK_HINT}.")
+
+    sections = []  # each a list of blocks: ("h2"|"h3", title), ("md", text), ("table", rows, cols), ("img", stem)
+    findings = []
+    for device in devices:
+        lines = report_findings.device(decode.get(device, []), finetune.get(device, []), kernels.get(device, []),
+                                       failed_by_device.get(device, []), ceilings.get(device))
+        if lines:
+            findings += ([("h3", f"On {device}")] if len(devices) > 1 else []) + [("md", _bullets(lines))]
+    compile_lines = report_findings.compile_findings(compiles)
+    if compile_lines:
+        findings.append(("md", _bullets(compile_lines)))
+    if findings:
+        if len(devices) == 1:
+            findings.insert(0, ("md", f"On **{devices[0]}**:"))
+        sections.append([("h2", "Headline findings"), *findings])
+
+    for n, device in enumerate(devices):
         c, rs = ceilings.get(device), decode.get(device, [])
         blocks = [("h2", device)]
+        env_records = [r for r in records if device_key(r) == device and r.get("workload") != views.COMPILE_WORKLOAD]
+        blocks += [("h3", "Environment"), ("table", views.environment_rows(env_records), views.ENV_COLUMNS)]
         if c and (c.copy_gbps or c.matmul_tflops):
             blocks += [("h3", "Ceilings" + (f" (spec: {c.spec.name})" if c.spec else " (no spec entry)")),
                        ("table", views.ceiling_rows(c), views.CEILING_COLUMNS)]
         else:
-            blocks += [("p", "No ceilings measured for this device: run `llmbench peak` on it for MBU/MFU.")]
+            blocks += [("h3", "Ceilings"), ("md", "No ceilings measured for this device: run `llmbench peak` on it "
+                                                  "for MBU/MFU.")]
         blocks += warning_blocks([*rs, *finetune.get(device, []), *kernels.get(device, [])])
-        for dtype in sorted({r["dtype"] for r in rs}, key=lambda d: plots.ORDER.index(d) if d in plots.ORDER else 9):
-            rows = [views.decode_row(r) for r in rs if r["dtype"] == dtype]
-            blocks += [("h3", f"Decode, {dtype}"), ("table", rows, views.DECODE_COLUMNS), *notes(rows)]
+        if rs:
+            rows, columns, same = views.decode_report_table(rs)
+            blocks += [("h3", "Decode"), ("md", same), ("table", rows, columns), *notes(rows)]
+            blocks += [("plot", plots.roofline, (device, c, rs, figures, f"roofline-{n}")),
+                       ("plot", plots.precision_comparison, (device, rs, figures, f"precisions-{n}")),
+                       ("plot", plots.scaling, (device, rs, "batch_size", "batch size", figures, f"batch-{n}")),
+                       ("plot", plots.scaling, (device, rs, "prompt_len", "context (prompt tokens)", figures,
+                                                f"context-{n}")),
+                       ("plot", plots.pareto, (device, rs, figures, f"pareto-{n}"))]
+        energetic = [r for r in [*rs, *finetune.get(device, []), *kernels.get(device, [])] if views.has_energy(r)]
+        if energetic:
+            rows, columns, same = views.energy_report_table(energetic)
+            blocks += [("h3", "Energy"), ("md", "GPU telemetry (NVML) sampled during the timed runs. " + same),
+                       ("table", rows, columns)]
+            blocks.append(("plot", plots.energy, (device, [r for r in energetic if r["workload"] == "decode"],
+                                                  figures, f"energy-{n}")))
         if finetune.get(device):
             rows = views.finetune_report_rows(finetune[device])
-            blocks += [("h3", "Fine-tune"), ("p", views.FINETUNE_NOTE),
+            blocks += [("h3", "Fine-tune"), ("md", views.FINETUNE_NOTE),
                        ("table", rows, views.FINETUNE_REPORT_COLUMNS), *notes(rows)]
-        explanation = views.bf16_vs_fp32(rs)
-        if explanation:
-            blocks += [("h3", "bf16 vs fp32"), ("p", explanation)]
-        for stem in (
-            plots.roofline(device, c, rs, figures, f"roofline-{n}"),
-            plots.precision_comparison(device, rs, figures, f"precisions-{n}"),
-            plots.scaling(device, rs, "batch_size", "batch size", figures, f"batch-{n}"),
-            plots.scaling(device, rs, "prompt_len", "context (prompt tokens)", figures, f"context-{n}"),
-        ):
-            if stem:
-                blocks.append(("img", stem))
         att = attention.get(device, [])
         blocks += views.attention_report_blocks(att)
         for dtype in sorted({r["dtype"] for r in att}):
             peak = c.matmul_tflops.get(dtype) if c else None
-            stem = plots.attention(device, [r for r in att if r["dtype"] == dtype], peak, figures,
-                                   f"attention-{n}-{dtype}")
-            if stem:
-                blocks.append(("img", stem))
+            blocks.append(("plot", plots.attention, (device, [r for r in att if r["dtype"] == dtype], peak,
+                                                     figures, f"attention-{n}-{dtype}")))
         blocks += views.pytest_benchmark_report_blocks(pytest_benchmarks.get(device, []))
         sections.append(blocks)
-    stem = plots.devices(decode, figures, "devices")
-    if stem:
-        sections.append([("h2", "Across devices"), ("img", stem)])
+    if compiles:
+        sections.append(compile_blocks(compiles, figures))
+    if len(decode) > 1:
+        sections.append([("h2", "Across devices"), ("plot", plots.devices, (dict(decode), figures, "devices"))])
     if failed:
         sections.append([("h2", "Points that did not complete"),
                          ("table", views.not_completed_rows(failed), views.NOT_COMPLETED_COLUMNS)])
     if retried:
         sections.append([("h2", "Sweep points that needed more than one attempt"),
-                         ("p", f"{retried} point(s) failed at first and completed on a later attempt "
-                               "(`llmbench sweep submit --resume`); only their final outcome counts above.")])
-
-    html_parts = []
-    for blocks in sections:
-        for block in blocks:
-            kind = block[0]
-            if kind in ("h2", "h3"):
-                md += [("## " if kind == "h2" else "### ") + block[1], ""]
-                html_parts.append(f"<{kind}>{htmlmod.escape(block[1])}</{kind}>")
-            elif kind == "p":
-                md += [block[1], ""]
-                html_parts.append("<p>" + htmlmod.escape(block[1]).replace("\n", "<br>") + "</p>")
-            elif kind == "table":
-                md += [tables.markdown(block[1], block[2]), ""]
-                html_parts.append(tables.html(block[1], block[2]))
-            else:
-                md += [f"![{block[1]}](plots/{block[1]}.png)", ""]
-                data = base64.b64encode((figures / f"{block[1]}.png").read_bytes()).decode()
-                html_parts.append(f'<img alt="{block[1]}" src="data:image/png;base64,{data}">')
+                         ("md", f"{retried} point(s) failed at first and completed on a later attempt "
+                                "(`llmbench sweep submit --resume`); only their final outcome counts above.")])
+    plots.SVG = svg
+    jobs = [b[1:] for blocks in sections for b in blocks if b[0] == "plot"]
+    stems = iter(draw(jobs, (os.cpu_count() or 1) if len(records) >= PARALLEL_FROM else 1))
+    sections = [[_finish(b, stems) for b in blocks] for blocks in sections]
+    sections = [kept for blocks in sections if len(kept := [b for b in blocks if b is not None]) > 1]
     out.mkdir(parents=True, exist_ok=True)
     md_path, html_path = out / "report.md", out / "report.html"
-    md_path.write_text("\n".join(md))
-    html_path.write_text(HTML.format(body="\n".join(html_parts), intro=htmlmod.escape(md[2])))
+    md_path.write_text(markdown(title, intro, sections))
+    html_path.write_text(html(title, intro, sections, figures))
     return md_path, html_path
+
+
+def _finish(block: tuple, stems) -> tuple | None:
+    """A block ready to render: a drawn figure becomes ("img", stem) (None when it had nothing to draw), a
+    table carries its formatted cells."""
+    if block[0] == "plot":
+        stem = next(stems)
+        return ("img", stem) if stem else None
+    if block[0] == "table":
+        return (*block, tables.cells(block[1], block[2]))
+    return block
+
+
+_JOBS: list[tuple] = []
+
+
+def _draw_one(index: int):
+    function, args = _JOBS[index]
+    return function(*args)
+
+
+def draw(jobs: list[tuple], workers: int = 1) -> list[str | None]:
+    """Run the figure functions ``jobs`` ((function, args) each) and return their stems. With ``workers``
+    over 1 they run in forked processes (matplotlib draws on one core; a 10,000-record report draws
+    seven figures), each worker reading the jobs from this process's memory, not from a pickle."""
+    global _JOBS
+    workers = min(workers, len(jobs))
+    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        _JOBS = jobs
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                return list(pool.map(_draw_one, range(len(jobs))))
+        finally:
+            _JOBS = []
+    return [function(*args) for function, args in jobs]
 
 
 BOUND_SENTENCE = (
@@ -148,37 +222,129 @@ BOUND_SENTENCE = (
     "% roof is the fraction reached.")
 
 
+def _bullets(lines: list[str]) -> str:
+    return "\n".join(f"- {line}" for line in lines)
+
+
 def notes(rows: list[dict]) -> list[tuple]:
     """The line under a report table that explains its '!' marks, when it has any (the bound labels are
     explained once, in the introduction)."""
-    return [("p", line) for line in views.roof_notes(rows, explain_bound=False)]
+    return [("md", line) for line in views.roof_notes(rows, explain_bound=False)]
+
+
+def _capped(lines: list[str]) -> str:
+    shown = _bullets(lines[:MAX_LISTED])
+    more = f"\n- ... and {len(lines) - MAX_LISTED} more (each record's `warnings`)" if len(lines) > MAX_LISTED else ""
+    return shown + more
 
 
 def warning_blocks(records: list[dict]) -> list[tuple]:
     """A device's warnings: rates above a measured ceiling (with the hint, once), then the rest (noise,
-    drift), one line per record and warning."""
+    drift), one line per record and warning, at most ``MAX_LISTED`` of each kind."""
     impossible, other = views.roofline_warnings(records), views.other_warnings(records)
     if not impossible and not other:
         return []
     blocks = [("h3", "Warnings")]
     if impossible:
-        blocks.append(("p", f"Rates above a measured ceiling, impossible: {roofline.PEAK_HINT}.\n"
-                            + "\n".join(f"- {line}" for line in impossible)))
+        blocks.append(("md", f"Rates above a measured ceiling, impossible: {roofline.PEAK_HINT}.\n\n"
+                             + _capped(impossible)))
     if other:
-        blocks.append(("p", "\n".join(f"- {line}" for line in other)))
+        blocks.append(("md", ("Other warnings (noise, drift):\n\n" if impossible else "") + _capped(other)))
     return blocks
 
 
-HTML = """<!doctype html>
-<html><head><meta charset="utf-8"><title>llmbench report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1250px; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }}
-th, td {{ border: 1px solid #ccc; padding: 3px 8px; }} th {{ background: #f3f3f3; }}
-td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
-img {{ max-width: 100%; margin: 0.5em 0 1.5em; }}
-</style></head><body>
-<h1>llmbench report</h1><p>{intro}</p>
-{body}
-</body></html>
-"""
+def compile_blocks(records: list[dict], figures: Path) -> list[tuple]:
+    """The static kernel-resource section: a line per kernel x arch x head dim, a heat map per precision
+    and the table of every compile."""
+    blocks = [("h2", "Kernel resources (static compile)"),
+              ("md", "Each kernel compiled with Triton for GPU architectures without a GPU (`kernel-compile` "
+                     "records); registers, spills and shared memory from ptxas, occupancy estimated from them "
+                     "against the architecture's limits. A candidate is clean when it fits and spills nothing."),
+              ("md", _bullets(views.compile_summary(records)))]
+    for dtype in sorted({r.get("dtype") for r in records}, key=lambda d: views._precision_order(d or "")):
+        blocks.append(("plot", plots.kernel_resources, ([r for r in records if r.get("dtype") == dtype], figures,
+                                                        f"kernel-resources-{dtype}")))
+    blocks += [("h3", "Every compile"), ("table", views.compile_rows(records), views.COMPILE_COLUMNS)]
+    return blocks
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def markdown(title: str, intro: str, sections: list[list[tuple]]) -> str:
+    md = [f"# {title}", "", intro, ""]
+    for blocks in sections:
+        for block in blocks:
+            kind = block[0]
+            if kind in ("h2", "h3"):
+                md += [("## " if kind == "h2" else "### ") + block[1], ""]
+            elif kind == "md":
+                if block[1]:
+                    md += [block[1], ""]
+            elif kind == "table":
+                md += [tables.markdown(block[1], block[2], block[3]), ""]
+            else:
+                md += [f"![{block[1]}](plots/{block[1]}.png)", ""]
+    return "\n".join(md)
+
+
+def _markdown_renderer():
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False, "typographer": False}).enable("table")
+
+
+def _slug(text: str, used: set) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+    while slug in used:
+        slug += "-x"
+    used.add(slug)
+    return slug
+
+
+def html(title: str, intro: str, sections: list[list[tuple]], figures: Path) -> str:
+    """The page: the template filled with each section's HTML (prose through markdown-it-py, tables with
+    inline Markdown in their text cells rendered, figures inline as base64 PNG)."""
+    import jinja2
+    from markupsafe import Markup
+
+    md = _markdown_renderer()
+    inline_cache: dict[str, str] = {}
+
+    def inline(text: str) -> str:
+        if text not in inline_cache:
+            inline_cache[text] = md.renderInline(text) if any(ch in text for ch in "`*_[") else \
+                str(Markup.escape(text))
+        return inline_cache[text]
+
+    def render(block) -> str:
+        kind = block[0]
+        if kind == "md":
+            return md.render(block[1]) if block[1] else ""
+        if kind == "table":
+            return f'<div class="scroll">{tables.html(block[1], block[2], inline, block[3])}</div>'
+        data = base64.b64encode((figures / f"{block[1]}.png").read_bytes()).decode()
+        return f'<img alt="{block[1]}" src="data:image/png;base64,{data}">'
+
+    used: set = set()
+    page = []
+    for blocks in sections:
+        section = {"title": blocks[0][1], "id": _slug(blocks[0][1], used), "body": [], "subs": []}
+        for block in blocks[1:]:
+            if block[0] == "h3":
+                section["subs"].append({"title": block[1], "body": []})
+            else:
+                (section["subs"][-1] if section["subs"] else section)["body"].append(render(block))
+        if section["title"] == "Headline findings":
+            section["body"] = ['<div class="findings">'] + section["body"]
+            for sub in section["subs"]:
+                sub["body"] = ['<div class="findings">'] + sub["body"] + ["</div>"]
+            section["body"].append("</div>")
+        section["body"] = Markup("\n".join(section["body"]))
+        for sub in section["subs"]:
+            sub["body"] = Markup("\n".join(sub["body"]))
+        page.append(section)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                             autoescape=True)
+    return env.get_template("report.html.j2").render(title=title, intro=Markup(md.renderInline(intro)),
+                                                     sections=page)

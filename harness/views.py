@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from harness.roofline import OVERHEAD_BELOW, PEAK_HINT, ROUNDOFF, WARNING_PREFIX
-from harness.tables import render
+from harness.tables import render, si, sig3  # noqa: F401 (si, sig3: for the report's sentences)
 from workloads.choices import ATTENTION_IMPLS, ATTENTION_MODES, PRECISIONS
 from workloads.stats import ratio_ci
 
@@ -458,3 +458,338 @@ def not_completed_rows(failed: list[dict]) -> list[dict]:
         counts[key] = counts.get(key, 0) + 1
     fields = ("workload", "attn", "model", "dtype", "status", "error")
     return [{**dict(zip(fields, key)), "points": n} for key, n in counts.items()]
+
+
+# ---------------------------------------------------------------- report: columns for what varies
+
+
+NOT_POINT_FIELDS = {
+    "schema_version", "run_id", "timestamp", "status", "error", "metrics", "cost", "derived", "env", "telemetry",
+    "warnings", "quality", "workload", "seed", "sweep", "sweep_point_id", "sweep_attempt", "model_path",
+    "weights_dtype", "matmul_precision", "seq_len", "device", "fingerprint",
+}
+"""Record keys that are not a point field a reader compares (``seq_len`` is prompt + new tokens, the
+weights dtype and matmul precision follow from ``dtype``, the device is the report's section)."""
+
+FIELD_ORDER = ("model", "engine", "attn", "cache", "trainer", "dtype", "kv_format", "kv_dtype", "weight_format",
+               "weights_quant", "batch_size", "prompt_len", "new_tokens", "context", "seq_len", "grad_accum",
+               "world_size")
+FIELD_HEADERS = {"batch_size": "batch", "prompt_len": "prompt", "new_tokens": "new", "attn": "attention",
+                 "grad_accum": "accum", "world_size": "GPUs", "head_dim": "head dim", "kv_heads": "kv heads"}
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def varying_fields(records: list[dict]) -> tuple[list[str], dict]:
+    """The point fields whose value differs between ``records`` (in reading order: model, engine,
+    attention, cache, precision, formats, sizes, then the rest by name) and the ones that do not, with
+    their one value; ``seq_len`` counts only when prompt and new tokens do not say it."""
+    keys = {}
+    for r in records:
+        for k, v in r.items():
+            if k not in keys and k not in NOT_POINT_FIELDS and not k.startswith("_") and not isinstance(v, dict):
+                keys[k] = None
+    if "prompt_len" not in keys and any(r.get("seq_len") is not None for r in records):
+        keys["seq_len"] = None
+    varying, constant = [], {}
+    for k in keys:
+        first = records[0].get(k)
+        if any(r.get(k) != first for r in records):
+            varying.append(k)
+        elif first is not None:
+            constant[k] = _hashable(first)
+    order = {k: i for i, k in enumerate(FIELD_ORDER)}
+    varying.sort(key=lambda k: (order.get(k, len(order)), k))
+    return varying, constant
+
+
+def follows(records: list[dict], other: str, field: str) -> bool:
+    """Whether ``other`` is set by ``field``: each value of ``field`` comes with one value of ``other`` (the
+    lean engine always runs a static cache), so comparing ``field`` compares ``other`` too."""
+    seen: dict = {}
+    for r in records:
+        if seen.setdefault(_hashable(r.get(field)), _hashable(r.get(other))) != _hashable(r.get(other)):
+            return False
+    return True
+
+
+def independent(fields: list[str], records: list[dict]) -> list[str]:
+    """``fields`` without those set by an earlier one (see ``follows``): what a figure's styles show."""
+    out = []
+    for k in fields:
+        if not any(follows(records, k, earlier) for earlier in out):
+            out.append(k)
+    return out
+
+
+def field_column(key: str, records: list[dict]) -> tuple[str, str, str]:
+    """A point field as a table column: numbers right-aligned, everything else as text."""
+    numeric = all(isinstance(r.get(key), int) and not isinstance(r.get(key), bool)
+                  for r in records if r.get(key) is not None)
+    return (key, FIELD_HEADERS.get(key, key.replace("_", " ")), "d" if numeric else "")
+
+
+def constant_line(constant: dict, keep=FIELD_ORDER) -> str:
+    """The sentence above a table naming what its rows share: 'Same in every row: model tiny-llama, ...'."""
+    order = {k: i for i, k in enumerate(FIELD_ORDER)}
+    shown = sorted((k for k in constant if k in keep or k not in NOT_POINT_FIELDS),
+                   key=lambda k: (order.get(k, len(order)), k))
+    parts = [f"{FIELD_HEADERS.get(k, k.replace('_', ' '))} {_text(constant[k])}" for k in shown]
+    return f"Same in every row: {', '.join(parts)}." if parts else ""
+
+
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def point_label(r: dict, fields: list[str]) -> str:
+    """A record named by the given point fields only: 'tiny-llama lean bf16 b4 p128'."""
+    short = {"batch_size": "b", "prompt_len": "p", "new_tokens": "n", "context": "ctx ", "head_dim": "hd "}
+    parts = []
+    for k in fields:
+        v = r.get(k)
+        if v is None:
+            continue
+        parts.append(f"{short[k]}{v}" if k in short else (f"{k.replace('_', ' ')} {_text(v)}"
+                                                         if isinstance(v, (bool, int, float)) else _text(v)))
+    return " ".join(parts)
+
+
+def _sort_key(r: dict, fields: list[str]) -> tuple:
+    out = []
+    for k in fields:
+        v = r.get(k)
+        if k == "dtype":
+            out.append((0, _precision_order(v or ""), ""))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.append((0, v, ""))
+        else:
+            out.append((1, 0, _text(v)))
+    return tuple(out)
+
+
+def sort_records(records: list[dict], fields: list[str]) -> list[dict]:
+    """Records ordered by the given fields: names alphabetically, precisions in report order, sizes by value."""
+    return sorted(records, key=lambda r: _sort_key(r, fields))
+
+
+# ---------------------------------------------------------------- report: decode
+
+
+def decode_report_table(records: list[dict]) -> tuple[list[dict], list[tuple], str]:
+    """Rows, columns and the 'same in every row' line of a device's decode table: a column per point
+    field that varies, then the measurements in 3 significant figures (SI prefixes, unit in the header)."""
+    varying, constant = varying_fields(records)
+    rows = []
+    for r in sort_records(records, varying):
+        m, d, c = r["metrics"], r["derived"], r["cost"]
+        rows.append({**{k: _text(r.get(k)) if not isinstance(r.get(k), int) or isinstance(r.get(k), bool)
+                        else r[k] for k in varying},
+                     "tok_s": m.get("tokens_per_s"), "ci": _ci(m, "tokens_per_s"),
+                     "ttft": _seconds(m.get("ttft_ms")), "tpot": _seconds(m.get("tpot_ms_p50")),
+                     "bytes": c.get("bytes_per_step"), "bw": _per_s(d.get("achieved_gbps"), 1e9),
+                     "flops": _per_s(d.get("achieved_tflops"), 1e12), "mbu": _util(d.get("mbu")),
+                     "roof": _util(d.get("roof_fraction")), "bound": d.get("bound"),
+                     "prefill_mfu": _util(d.get("prefill_mfu")), "mem": m.get("peak_mem_bytes")})
+    columns = [field_column(k, records) for k in varying] + [
+        ("tok_s", "tok/s", "si"), ("ci", "tok/s 95% CI", ""), ("ttft", "TTFT (s)", "si"),
+        ("tpot", "TPOT p50 (s)", "si"), ("bytes", "bytes/step (B)", "si"), ("bw", "bandwidth (B/s)", "si"),
+        ("flops", "FLOP/s", "si"), ("mbu", "MBU (%)", "3g"), ("roof", "% roof", "3g"), ("bound", "bound", ""),
+        ("prefill_mfu", "prefill MFU (%)", "3g"), ("mem", "peak mem (B)", "si")]
+    columns = [c for c in columns if any(row.get(c[0]) is not None for row in rows)]
+    return rows, columns, constant_line(constant)
+
+
+def _ci(metrics: dict, key: str) -> str | None:
+    from harness.tables import si
+
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    return f"{si(low)}-{si(high)}" if low is not None and high is not None else None
+
+
+def _seconds(ms):
+    return None if ms is None else ms / 1e3
+
+
+def _per_s(value, scale):
+    return None if value is None else value * scale
+
+
+# ---------------------------------------------------------------- report: energy
+
+
+def has_energy(r: dict) -> bool:
+    return bool((r.get("telemetry") or {}).get("energy_j") or (r.get("telemetry") or {}).get("power_w_mean"))
+
+
+def energy_report_table(records: list[dict]) -> tuple[list[dict], list[tuple], str]:
+    """Rows, columns and 'same in every row' line of the energy table: joules per token, power, clocks,
+    temperature and throttle reasons of every record that carries telemetry."""
+    records = [r for r in records if has_energy(r)]
+    varying, constant = varying_fields(records)
+    rows = []
+    for r in sort_records(records, varying):
+        t = r["telemetry"]
+        rows.append({**{k: r.get(k) if isinstance(r.get(k), int) and not isinstance(r.get(k), bool)
+                        else _text(r.get(k)) for k in varying},
+                     "j_token": t.get("joules_per_token"), "tok_j": t.get("tokens_per_joule"),
+                     "power": t.get("power_w_mean"), "power_max": t.get("power_w_max"),
+                     "sm": _hz(t.get("sm_clock_mhz")), "sm_min": _hz(t.get("sm_clock_mhz_min")),
+                     "mem_clock": _hz(t.get("mem_clock_mhz")), "temp": t.get("temp_c_max"),
+                     "throttle": ", ".join(t.get("throttle_reasons") or []) or "none"
+                     if "throttle_reasons" in t else None})
+    columns = [field_column(k, records) for k in varying] + [
+        ("j_token", "energy (J/token)", "si"), ("tok_j", "tokens/J", "si"), ("power", "power mean (W)", "si"),
+        ("power_max", "power max (W)", "si"), ("sm", "SM clock (Hz)", "si"), ("sm_min", "SM clock min (Hz)", "si"),
+        ("mem_clock", "mem clock (Hz)", "si"), ("temp", "temp max (C)", "3g"), ("throttle", "throttle reasons", "")]
+    columns = [c for c in columns if any(row.get(c[0]) is not None for row in rows)]
+    return rows, columns, constant_line(constant)
+
+
+def _hz(mhz):
+    return None if mhz is None else mhz * 1e6
+
+
+# ---------------------------------------------------------------- report: environment
+
+
+ENV_FIELDS = (("torch", "torch"), ("transformers", "transformers"), ("triton", "triton"), ("cuda", "CUDA"),
+              ("driver", "driver"), ("python", "Python"), ("llmbench", "llmbench"), ("git_sha", "git sha"),
+              ("host", "host"), ("device_count", "devices per host"), ("slurm_job_id", "SLURM job"),
+              ("slurm_array_job_id", "SLURM array job"), ("slurm_array_task_id", "SLURM array tasks"),
+              ("slurm_job_partition", "SLURM partition"))
+ENV_COLUMNS = [("what", "what", ""), ("value", "value", "")]
+MAX_VALUES = 6
+
+
+def environment_rows(records: list[dict]) -> list[dict]:
+    """A device's software and where it ran: each field's distinct values across its records (a git sha
+    ending in -dirty was run with uncommitted changes), the runs merged and the time span."""
+    rows = []
+    for key, what in ENV_FIELDS:
+        values = sorted({str(v) for r in records if (v := (r.get("env") or {}).get(key)) is not None},
+                        key=lambda v: (len(v), v) if key.startswith("slurm_array_task") else v)
+        if not values:
+            continue
+        if key == "git_sha":
+            values = [v.removesuffix("-dirty")[:12] + (" (dirty: uncommitted changes)" if v.endswith("-dirty")
+                                                        else "") for v in values]
+        shown = ", ".join(values[:MAX_VALUES]) + (f" (+{len(values) - MAX_VALUES} more)"
+                                                   if len(values) > MAX_VALUES else "")
+        rows.append({"what": what, "value": shown})
+    runs = {r.get("run_id") for r in records}
+    stamps = sorted(r["timestamp"] for r in records if r.get("timestamp"))
+    rows.append({"what": "runs merged", "value": f"{len(runs)} ({len(records)} records)"})
+    if stamps:
+        rows.append({"what": "measured", "value": f"{stamps[0]} to {stamps[-1]}" if stamps[0] != stamps[-1]
+                     else stamps[0]})
+    return rows
+
+
+# ---------------------------------------------------------------- kernel resources (static compile)
+
+COMPILE_WORKLOAD = "kernel-compile"
+
+COMPILE_COLUMNS = [
+    ("kernel", "kernel", ""), ("arch", "arch", ""), ("dtype", "dtype", ""), ("head_dim", "head dim", "d"),
+    ("case", "case", ""), ("candidate", "candidate", ""), ("registers", "registers", "d"),
+    ("spill_stores", "spill stores (B)", "d"), ("spill_loads", "spill loads (B)", "d"),
+    ("shared_kb", "shared KB", ".1f"), ("programs", "programs/SM", "d"), ("occupancy", "occupancy %", ".0f"),
+    ("status", "status", ""),
+]
+
+
+def _arch_order(arch) -> tuple:
+    digits = "".join(ch for ch in str(arch) if ch.isdigit())
+    return (int(digits) if digits else 0, str(arch))
+
+
+def compile_key(r: dict) -> tuple:
+    """Kernel, arch, dtype, head dim, case, candidate: the order of the compile table."""
+    return (str(r.get("kernel")), _arch_order(r.get("arch")), _precision_order(r.get("dtype") or ""),
+            r.get("head_dim") or 0, str(r.get("case")), str(r.get("candidate")))
+
+
+def compile_status(r: dict) -> str:
+    """ok (clean), spills, does not fit, or the compile's failure."""
+    if r.get("status") != "ok":
+        return _status(r)
+    m = r.get("metrics") or {}
+    if m.get("fits") is False:
+        return "does not fit"
+    if m.get("spill_stores_bytes") or m.get("spill_loads_bytes"):
+        return "spills"
+    return "ok" if m.get("clean", True) else "not clean"
+
+
+def compile_rows(records: list[dict]) -> list[dict]:
+    """One row per kernel-compile record: registers, spills, shared memory and occupancy of a candidate."""
+    rows = []
+    for r in sorted(records, key=compile_key):
+        m = r.get("metrics") or {}
+        shared = m.get("shared_bytes")
+        rows.append({"kernel": r.get("kernel"), "arch": r.get("arch"), "dtype": r.get("dtype"),
+                     "head_dim": r.get("head_dim"), "case": r.get("case"), "candidate": r.get("candidate"),
+                     "registers": m.get("registers"), "spill_stores": m.get("spill_stores_bytes"),
+                     "spill_loads": m.get("spill_loads_bytes"), "shared_kb": shared / 1024 if shared is not None
+                     else None, "programs": m.get("programs_per_sm"),
+                     "occupancy": _pct(m.get("occupancy")), "status": compile_status(r)})
+    return rows
+
+
+def compile_table(records: list[dict]) -> str:
+    """The terminal table of ``llmbench kernel compile``, then one line per kernel x arch x head dim
+    saying whether a spill-free candidate exists."""
+    return "\n".join([render(compile_rows(records), COMPILE_COLUMNS), "", *compile_summary(records)])
+
+
+def is_clean(r: dict) -> bool:
+    """A compile that fits on the chip and spills nothing."""
+    m = r.get("metrics") or {}
+    if r.get("status") != "ok":
+        return False
+    if "clean" in m:
+        return bool(m["clean"])
+    return m.get("fits") is not False and not m.get("spill_stores_bytes") and not m.get("spill_loads_bytes")
+
+
+def spill_bytes(r: dict) -> int:
+    m = r.get("metrics") or {}
+    return (m.get("spill_stores_bytes") or 0) + (m.get("spill_loads_bytes") or 0)
+
+
+def compile_summary(records: list[dict]) -> list[str]:
+    """One line per kernel x arch x head dim (and precision when several): a spill-free candidate that
+    fits exists for every case, or which cases have none and the least-spilling candidate there."""
+    groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    several = len({r.get("dtype") for r in records}) > 1
+    for r in records:
+        groups[(r.get("kernel"), r.get("arch"), r.get("dtype"), r.get("head_dim"))][str(r.get("case"))].append(r)
+    lines = []
+    for (kernel, arch, dtype, head_dim), cases in sorted(groups.items(), key=lambda kv: (
+            str(kv[0][0]), _arch_order(kv[0][1]), _precision_order(kv[0][2] or ""), kv[0][3] or 0)):
+        where = f"{kernel} {arch} head dim {head_dim}" + (f" {dtype}" if several else "")
+        counts = {case: (sum(map(is_clean, rs)), len(rs)) for case, rs in sorted(cases.items())}
+        missing = [case for case, (clean, _) in counts.items() if not clean]
+        tally = ", ".join(f"{case} {clean}/{n}" for case, (clean, n) in counts.items())
+        if not missing:
+            lines.append(f"{where}: spill-free candidate in every case ({tally} clean)")
+            continue
+        worst = []
+        for case in missing:
+            compiled = [r for r in cases[case] if r.get("status") == "ok"]
+            if compiled:
+                best = min(compiled, key=spill_bytes)
+                why = "does not fit" if (best.get("metrics") or {}).get("fits") is False and not spill_bytes(best) \
+                    else f"{spill_bytes(best)} B spilled"
+                worst.append(f"{case} (least: {best.get('candidate')}, {why})")
+            else:
+                worst.append(f"{case} (no candidate compiled)")
+        lines.append(f"{where}: NO spill-free candidate for {'; '.join(worst)} ({tally} clean)")
+    return lines

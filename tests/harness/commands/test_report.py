@@ -24,6 +24,7 @@ def test_report_without_records_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["{missing}"], "no records at"),
     (["{run}", "--out", ""], "argument --out: expected a folder path"),
+    (["{run}", "--title", "  "], "argument --title: expected a one-line, non-empty title"),
 ])
 def test_bad_input_exits_2(tmp_path, capsys, argv, message):
     paths = {"missing": tmp_path / "nope", "run": tmp_path}
@@ -42,7 +43,7 @@ def test_a_report_that_cannot_be_written_exits_1_and_keeps_the_records(tmp_path,
                                                   derived={"achieved_gbps": 10.0}, env={"device_name": "cpu"}))
     before = (run / RECORDS_FILE).read_bytes()
 
-    def full(inputs, out):
+    def full(inputs, out, **options):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(report, "build", full)

@@ -17,7 +17,8 @@ torch, triton and the standard library.
   ``torch.set_float32_matmul_precision`` for fp32 (IEEE unless TF32 is allowed).
 - ``upcast_dots(dtype)`` and the jit helper ``dot``: the interpreter's ``tl.dot``
   returns garbage for bf16 operands (triton 3.9), so there, and only there, bf16
-  operands are upcast to fp32 before each dot.
+  operands are upcast to fp32 before each dot. (Its int8 -> bf16 casts are wrong
+  too; the quantized decode path casts int8 to fp32 under the same flag.)
 - ``launch(kernel, grid, *args, **kwargs)``: every kernel launch goes through it, so
   that ``capture_launches(capability)`` can record what each launch would compile for
   a GPU that is not there (``kernels.resources`` compiles those records with Triton's

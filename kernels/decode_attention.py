@@ -23,6 +23,14 @@ and value once, at full speed, and nothing past a sequence's length. Design:
   vLLM lays it out. Any strides, fp32/fp16/bf16.
 - An optional boolean ``mask`` (batch, q_len, capacity), True = attend, on top of
   the lengths (left padding in a batch).
+- **Quantized caches**: K and V stored as ``int8`` or ``float8_e4m3fn`` (fp8 needs
+  sm_89 or newer) with ``k_scale``/``v_scale`` float32 tensors, one scale per token
+  and KV head ((batch, kv_heads, capacity) for the contiguous layout, (num_pages,
+  page_size, kv_heads) for the paged one) or one per tensor. Decode reads half (int8,
+  fp8 vs bf16) or a quarter (vs fp32) of the bytes; the values are exact in the
+  compute dtype, and the scales are applied in registers: to the scores for K, to the
+  probabilities for V (``p @ (s_v * v) = (p * s_v) @ v``). ``quantize_kv`` makes such
+  a cache (symmetric, round to nearest), ``dequantize_kv`` undoes it.
 
 The key-tile size, warps and pipeline depth are autotuned from a table per GPU
 generation (``kernels.common.gpu_generation``, as in ``kernels.attention``); chunks
@@ -45,19 +53,23 @@ from kernels.common import (LOG2E, SUPPORTED_DTYPES, block_d, capturing, dot, gp
                             triton_precision, upcast_dots)
 
 MIN_KEYS_PER_SPLIT = 256
+QUANTIZED_KV_DTYPES = (torch.int8, torch.float8_e4m3fn)  # caches read through a scale per token and KV head
 
 
 @triton.jit
-def _decode_split(Q, K, V, LENS, TABLE, MASK, PART_O, PART_LSE,
+def _decode_split(Q, K, V, LENS, TABLE, MASK, PART_O, PART_LSE, KS, VS,
                   stride_qb, stride_qh, stride_qm,
                   stride_kb, stride_kh, stride_kn,
                   stride_vb, stride_vh, stride_vn,
                   stride_tb, stride_mb, stride_mm,
+                  stride_ksb, stride_ksh, stride_ksn,
+                  stride_vsb, stride_vsh, stride_vsn,
                   H_KV, Q_LEN, SPLIT_LEN, NUM_SPLITS, qk_scale,
                   GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                   BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, PAGE_SIZE: tl.constexpr,
-                  HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
-    """One program: one chunk of one sequence's cache, one KV head, all its query rows."""
+                  HAS_MASK: tl.constexpr, QUANTIZED: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """One program: one chunk of one sequence's cache, one KV head, all its query rows. With QUANTIZED,
+    K and V are int8 or fp8 with a scale per (token, KV head) in KS and VS (strides 0: one per tensor)."""
     bkv = tl.program_id(0)
     split = tl.program_id(1)
     b = bkv // H_KV
@@ -84,14 +96,23 @@ def _decode_split(Q, K, V, LENS, TABLE, MASK, PART_O, PART_LSE,
         n_ok = offs_n < end
         if PAGE_SIZE > 0:
             page = tl.load(TABLE + b.to(tl.int64) * stride_tb + offs_n // PAGE_SIZE, mask=n_ok, other=0)
-            k_rows = K + page.to(tl.int64) * stride_kb + (offs_n % PAGE_SIZE) * stride_kn + kvh * stride_kh
-            v_rows = V + page.to(tl.int64) * stride_vb + (offs_n % PAGE_SIZE) * stride_vn + kvh * stride_vh
+            block, slot = page.to(tl.int64), offs_n % PAGE_SIZE  # (page, slot in page) of each key
         else:
-            k_rows = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh + offs_n * stride_kn
-            v_rows = V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh + offs_n * stride_vn
+            block, slot = b.to(tl.int64), offs_n
+        k_rows = K + block * stride_kb + slot * stride_kn + kvh.to(tl.int64) * stride_kh
+        v_rows = V + block * stride_vb + slot * stride_vn + kvh.to(tl.int64) * stride_vh
         k = tl.load(k_rows[:, None] + offs_d[None, :], mask=n_ok[:, None] & d_ok, other=0.0)
         v = tl.load(v_rows[:, None] + offs_d[None, :], mask=n_ok[:, None] & d_ok, other=0.0)
-        s = dot(q, tl.trans(k), UPCAST, PRECISION) * qk_scale
+        if QUANTIZED:  # int8 and fp8 values are exact in the compute dtype; the scales are applied in fp32
+            k_scale = tl.load(KS + block * stride_ksb + slot * stride_ksn + kvh * stride_ksh, mask=n_ok, other=0.0)
+            v_scale = tl.load(VS + block * stride_vsb + slot * stride_vsn + kvh * stride_vsh, mask=n_ok, other=0.0)
+            if UPCAST:  # the interpreter casts int8 to bf16 wrongly (triton 3.9); its bf16 dots run in fp32 anyway
+                k, v = k.to(tl.float32), v.to(tl.float32)
+            else:
+                k, v = k.to(q.dtype), v.to(q.dtype)
+            s = dot(q, tl.trans(k), UPCAST, PRECISION) * (k_scale[None, :] * qk_scale)
+        else:
+            s = dot(q, tl.trans(k), UPCAST, PRECISION) * qk_scale
         allowed = (offs_n[None, :] < limit[:, None]) & n_ok[None, :] & row_ok[:, None]
         if HAS_MASK:
             user = tl.load(MASK + b.to(tl.int64) * stride_mb + qi[:, None] * stride_mm + offs_n[None, :],
@@ -103,6 +124,8 @@ def _decode_split(Q, K, V, LENS, TABLE, MASK, PART_O, PART_LSE,
         p = tl.math.exp2(s - m_use[:, None])
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
+        if QUANTIZED:  # p @ (v_scale * v) as (p * v_scale) @ v: BLOCK_H x BLOCK_N products, not BLOCK_N x BLOCK_D
+            p = p * v_scale[None, :]
         acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, UPCAST, PRECISION)
         m_i = m_new
 
@@ -169,12 +192,16 @@ def default_splits(batch: int, kv_heads: int, capacity: int, device: torch.devic
     return max(1, min(wanted, triton.cdiv(capacity, MIN_KEYS_PER_SPLIT), 128))
 
 
-def _check(q, k_cache, v_cache, lengths, block_table, mask) -> None:
+def _check(q, k_cache, v_cache, lengths, block_table, mask, k_scale, v_scale) -> None:
     if q.dim() != 4:
         raise ValueError(f"q must be (batch, heads, q_len, head_dim), got {tuple(q.shape)}")
-    if not (q.dtype == k_cache.dtype == v_cache.dtype) or q.dtype not in SUPPORTED_DTYPES:
-        raise ValueError(f"q and the caches must share one dtype among fp16, bf16, fp32; got {q.dtype}, "
-                         f"{k_cache.dtype}, {v_cache.dtype}")
+    quantized = k_cache.dtype in QUANTIZED_KV_DTYPES
+    if q.dtype not in SUPPORTED_DTYPES or k_cache.dtype != v_cache.dtype or not (quantized or k_cache.dtype == q.dtype):
+        raise ValueError(f"q must be fp16, bf16 or fp32 and the caches either of q's dtype or both int8 or "
+                         f"float8_e4m3fn; got {q.dtype}, {k_cache.dtype}, {v_cache.dtype}")
+    if quantized != (k_scale is not None) or quantized != (v_scale is not None):
+        raise ValueError("k_scale and v_scale go with int8 or float8_e4m3fn caches, and only with them"
+                         if not quantized else f"a {k_cache.dtype} cache needs k_scale and v_scale")
     if k_cache.shape != v_cache.shape or k_cache.dim() != 4 or k_cache.shape[-1] != q.shape[-1]:
         raise ValueError(f"k_cache and v_cache must have one 4-D shape ending in head_dim {q.shape[-1]}; got "
                          f"{tuple(k_cache.shape)} and {tuple(v_cache.shape)}")
@@ -195,14 +222,31 @@ def _check(q, k_cache, v_cache, lengths, block_table, mask) -> None:
                          "(on a CPU, set TRITON_INTERPRET=1 before importing kernels, for tests)")
     if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
         raise ValueError("decode attention needs the head dim to be contiguous (stride 1)")
+    scale_shape = k_cache.shape[:3]  # (batch, kv_heads, capacity) or (pages, page_size, kv_heads)
+    for name, sc in (("k_scale", k_scale), ("v_scale", v_scale)) if quantized else ():
+        if sc.dtype != torch.float32 or sc.device != q.device or (sc.numel() != 1 and sc.shape != scale_shape):
+            raise ValueError(f"{name} must be float32 on {q.device}, one value per tensor or of shape "
+                             f"{tuple(scale_shape)} (one per token and KV head); got {sc.dtype} {tuple(sc.shape)} "
+                             f"on {sc.device}")
+    if k_cache.dtype == torch.float8_e4m3fn and q.device.type == "cuda" and torch.cuda.get_device_capability(q.device) < (8, 9):
+        raise ValueError("float8_e4m3fn caches need a GPU of compute capability 8.9 or newer (Ada, Hopper)")
+
+
+def _scale_args(sc: torch.Tensor, paged: bool) -> tuple:
+    """The scale tensor and its (block, head, token) strides; all 0 for one scale per tensor."""
+    if sc.numel() == 1:
+        return sc, 0, 0, 0
+    return (sc, sc.stride(0), sc.stride(2), sc.stride(1)) if paged else (sc, *sc.stride())
 
 
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lengths: torch.Tensor,
                      scale: float | None = None, block_table: torch.Tensor | None = None,
-                     mask: torch.Tensor | None = None, num_splits: int | None = None) -> torch.Tensor:
+                     mask: torch.Tensor | None = None, num_splits: int | None = None,
+                     k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of ``q`` (batch, heads, q_len, head_dim) over each sequence's first ``lengths[b]`` cached
-    positions; see the module docstring for layouts. Returns (batch, heads, q_len, head_dim)."""
-    _check(q, k_cache, v_cache, lengths, block_table, mask)
+    positions; see the module docstring for layouts and quantized caches. Returns (batch, heads, q_len,
+    head_dim) in q's dtype."""
+    _check(q, k_cache, v_cache, lengths, block_table, mask, k_scale, v_scale)
     batch, heads, q_len, head_dim = q.shape
     paged = block_table is not None
     kv_heads = k_cache.shape[2] if paged else k_cache.shape[1]
@@ -228,17 +272,22 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                       v_cache.stride(0), v_cache.stride(1), v_cache.stride(2))
     table = block_table if paged else lengths
     mask_t = mask if mask is not None else lengths
+    quantized = k_scale is not None
+    ks, *ks_strides = _scale_args(k_scale, paged) if quantized else (part_lse, 0, 0, 0)
+    vs, *vs_strides = _scale_args(v_scale, paged) if quantized else (part_lse, 0, 0, 0)
     launch(
-        _tuned_split(generation), (batch * kv_heads, splits), q, k_cache, v_cache, lengths, table, mask_t, part_o, part_lse,
+        _tuned_split(generation), (batch * kv_heads, splits),
+        q, k_cache, v_cache, lengths, table, mask_t, part_o, part_lse, ks, vs,
         q.stride(0), q.stride(1), q.stride(2), *kv_strides,
         table.stride(0) if paged else 0, mask.stride(0) if mask is not None else 0,
-        mask.stride(1) if mask is not None else 0,
+        mask.stride(1) if mask is not None else 0, *ks_strides, *vs_strides,
         kv_heads, q_len, split_len, splits, scale * LOG2E,
         GROUP=group, HEAD_DIM=head_dim, BLOCK_D=padded_d, BLOCK_H=max(16, triton.next_power_of_2(group * q_len)),
-        PAGE_SIZE=page_size, HAS_MASK=mask is not None,
+        PAGE_SIZE=page_size, HAS_MASK=mask is not None, QUANTIZED=quantized,
         UPCAST=upcast_dots(q.dtype), PRECISION=triton_precision(q.dtype))
     launch(
-        _decode_combine, (batch * heads * q_len,), part_o, part_lse, out, out.stride(0), out.stride(1), out.stride(2), heads, q_len, splits,
+        _decode_combine, (batch * heads * q_len,),
+        part_o, part_lse, out, out.stride(0), out.stride(1), out.stride(2), heads, q_len, splits,
         HEAD_DIM=head_dim, BLOCK_D=padded_d, BLOCK_S=max(2, triton.next_power_of_2(splits)))
     return out
 
@@ -246,9 +295,14 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
 def decode_attention_reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                                lengths: torch.Tensor, scale: float | None = None,
                                block_table: torch.Tensor | None = None,
-                               mask: torch.Tensor | None = None) -> torch.Tensor:
+                               mask: torch.Tensor | None = None, k_scale: torch.Tensor | None = None,
+                               v_scale: torch.Tensor | None = None) -> torch.Tensor:
     """The definition, one sequence at a time: gather its keys (through the page table when paged),
-    causal among the new tokens, softmax, weighted values. Rows that see nothing give zeros."""
+    causal among the new tokens, softmax, weighted values. Rows that see nothing give zeros. A quantized
+    cache is first dequantized (value x its scale) in q's dtype."""
+    if k_scale is not None:
+        k_cache = dequantize_kv(k_cache, k_scale, q.dtype)
+        v_cache = dequantize_kv(v_cache, v_scale, q.dtype)
     batch, heads, q_len, head_dim = q.shape
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     outs = []
@@ -271,3 +325,25 @@ def decode_attention_reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: 
         scores = scores.masked_fill(~allowed, float("-inf"))
         outs.append(torch.softmax(scores, -1).nan_to_num(0.0) @ v)
     return torch.stack(outs)
+
+
+def quantize_kv(x: torch.Tensor, dtype: torch.dtype, per_tensor: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric quantization of cache entries ``x`` (..., head_dim) to int8 or float8_e4m3fn: one float32
+    scale per vector (per token and KV head), or one for the tensor; returns (values, scale) with
+    ``x ~= values * scale[..., None]``. int8 rounds to nearest in [-127, 127]; fp8 scales the largest
+    magnitude to 448, e4m3's largest finite value."""
+    if dtype not in QUANTIZED_KV_DTYPES:
+        raise ValueError(f"KV caches quantize to int8 or float8_e4m3fn, not {dtype}")
+    top = 127.0 if dtype == torch.int8 else torch.finfo(torch.float8_e4m3fn).max
+    x = x.float()
+    amax = x.abs().amax() if per_tensor else x.abs().amax(dim=-1)
+    scale = amax.clamp(min=torch.finfo(torch.float32).tiny) / top
+    scaled = x / (scale if per_tensor else scale[..., None])
+    values = scaled.round().clamp(-top, top).to(dtype) if dtype == torch.int8 else scaled.to(dtype)
+    return values, scale.reshape(1) if per_tensor else scale
+
+
+def dequantize_kv(values: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``values * scale`` in ``dtype``: the cache a quantized one stands for."""
+    scale = scale.to(dtype)
+    return values.to(dtype) * (scale.reshape(()) if scale.numel() == 1 else scale[..., None])

@@ -517,7 +517,9 @@ def kernel_resources(records: list[dict], out: Path, stem: str) -> str | None:
     norm = LogNorm(vmin=max(1, min(spills, default=1)), vmax=max(max(spills, default=2), 2))
     cmap = colormaps["Reds"]
     image = np.ones((len(rows), len(cols), 4))
-    fig, ax = plt.subplots(figsize=(3.5 + 1.1 * len(cols), 1.4 + 0.24 * len(rows)))
+    labels = [f"{k} {c}  {cand}" for k, c, cand in rows]
+    width = 0.065 * max(map(len, labels)) + 1.1 * len(cols) + 3.2  # row labels, cells, legend (inches)
+    fig, ax = plt.subplots(figsize=(width, 1.6 + 0.24 * len(rows)))
     for (i, row), (j, col) in ((a, b) for a in enumerate(rows) for b in enumerate(cols)):
         r = cells.get((row, col))
         if r is None:
@@ -537,7 +539,7 @@ def kernel_resources(records: list[dict], out: Path, stem: str) -> str | None:
     ax.imshow(image, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(len(cols)), [f"{arch}\nhd {hd}" for arch, hd in cols], fontsize=8)
     ax.xaxis.tick_top()
-    ax.set_yticks(range(len(rows)), [f"{k} {c}  {cand}" for k, c, cand in rows], fontsize=6.5)
+    ax.set_yticks(range(len(rows)), labels, fontsize=6.5)
     ax.set_xticks(np.arange(-0.5, len(cols)), minor=True)
     ax.set_yticks(np.arange(-0.5, len(rows)), minor=True)
     ax.grid(which="minor", color="white", lw=1)

@@ -91,10 +91,11 @@ def precision(records: list[dict], base: str = "fp32") -> list[str]:
         else:
             mean, low, high = _geomean_ci(speed)
             lo, hi = min(range(len(speed)), key=speed.__getitem__), max(range(len(speed)), key=speed.__getitem__)
+            spread = (f"{speed[lo]:.2f}x at every point" if f"{speed[lo]:.2f}" == f"{speed[hi]:.2f}" else
+                      f"{speed[lo]:.2f}x at {_label(matched[lo][0], fields, DTYPE_FIELDS)} to {speed[hi]:.2f}x at "
+                      f"{_label(matched[hi][0], fields, DTYPE_FIELDS)}")
             line = (f"**{dtype} vs {base}**: over {len(matched)} matched points {dtype} decodes **{mean:.2f}x** as "
-                    f"fast as {base} (geometric mean, 95% CI {low:.2f}-{high:.2f}x over points; "
-                    f"{speed[lo]:.2f}x at {_label(matched[lo][0], fields, DTYPE_FIELDS)} to {speed[hi]:.2f}x at "
-                    f"{_label(matched[hi][0], fields, DTYPE_FIELDS)})")
+                    f"fast as {base} (geometric mean, 95% CI {low:.2f}-{high:.2f}x over points; {spread})")
             if size:
                 line += (f"; each step moves {min(size):.2f}-{max(size):.2f}x fewer bytes" if max(size) - min(size)
                          > 0.005 else f"; each step moves {size[0]:.2f}x fewer bytes")

@@ -221,3 +221,200 @@ def test_a_resumed_sweep_point_counts_by_its_final_outcome(tmp_path):
     failed, retried = final_failures(records)
     assert [(r["sweep_point_id"], r["sweep_attempt"]) for r in failed] == [("b", 1), ("b", 2)]
     assert retried == 1
+
+
+# ------------------------------------------------ issue 16: findings, columns that vary, energy, environment,
+# kernel-compile records, HTML without raw Markdown, a real browser
+
+
+def engine_decode(engine, dtype, batch, rate, model="tiny-llama", ci=0.01, telemetry=None, env=GPU):
+    """A decode record of ``engine`` whose tokens/s CI is rate x (1 +- ci)."""
+    elem = 4 if dtype == "fp32" else 2
+    metrics = {"tokens_per_s": rate, "tokens_per_s_ci_low": rate * (1 - ci), "tokens_per_s_ci_high": rate * (1 + ci),
+               "ttft_ms": 5.0, "tpot_ms_p50": 1000 * batch / rate, "decode_ms": 15 * 1000 * batch / rate}
+    cost = {"decode_bytes": 15 * 1e9 * elem, "decode_flops": 15 * 1e9 * batch, "bytes_per_step": 1e9 * elem,
+            "prefill_bytes": 1e9 * elem, "prefill_flops": 1e9 * 128}
+    point = {"workload": "decode", "model": model, "engine": engine, "attn": "sdpa", "dtype": dtype,
+             "cache": "dynamic" if engine == "hf" else "static", "batch_size": batch, "prompt_len": 128,
+             "new_tokens": 16}
+    return make_record(run_id=f"run-{engine}", point=point, metrics=metrics, cost=cost,
+                       derived=derive(decode_cost(cost), metrics), env=env, telemetry=telemetry)
+
+
+def compile_record(kernel, arch, head_dim, candidate, spill=0, case="causal", status="ok", occupancy=0.25):
+    point = {"workload": "kernel-compile", "kernel": kernel, "arch": arch, "dtype": "bf16", "head_dim": head_dim,
+             "case": case, "candidate": candidate, "device": None}
+    if status != "ok":
+        return make_record(run_id="c", point=point, status=status, error="ptxas fatal: out of resources", env=CPU)
+    metrics = {"registers": 255 if spill else 168, "spill_stores_bytes": spill, "spill_loads_bytes": spill // 2,
+               "stack_bytes": spill, "shared_bytes": 49152, "programs_per_sm": 2, "warps_per_sm": 16,
+               "occupancy": occupancy, "fits": True, "clean": not spill, "compile_s": 1.2}
+    return make_record(run_id="c", point=point, metrics=metrics, env=CPU)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """Two models x three engines x bf16/fp32 x two batch sizes on the GPU, with ceilings, telemetry, SLURM
+    ids and a dirty git sha; lean fastest, hf-static and hf within each other's CI at batch 1. Built once for
+    the module: (records folder, report folder)."""
+    runs = tmp_path_factory.mktemp("sweep")
+    env = {**GPU, "torch": "2.13.0", "driver": "550.54", "git_sha": "abcdef1234567890-dirty", "slurm_job_id": "77",
+           "slurm_array_task_id": "3"}
+    for rec in [peak(env, "copy", "fp32", gbps=3000), peak(env, "matmul", "bf16", tflops=750),
+                peak(env, "matmul", "fp32", tflops=50)]:
+        append_record(runs / RECORDS_FILE, rec)
+    for model, size in (("tiny-llama", 1.0), ("tiny-qwen", 0.5)):
+        for dtype, factor in (("bf16", 2.0), ("fp32", 1.0)):
+            for batch in (1, 8):
+                for engine, speed in (("hf", 100.0), ("hf-static", 101.0 if batch == 1 else 150.0), ("lean", 300.0)):
+                    rate = speed * factor * batch * size
+                    tel = {"power_w_mean": 300.0, "joules_per_token": 300.0 / rate, "energy_j": 10.0,
+                           "sm_clock_mhz": 1980.0, "mem_clock_mhz": 2619.0, "temp_c_max": 61.0,
+                           "throttle_reasons": ["sw_power_cap"] if engine == "lean" else []}
+                    append_record(runs / RECORDS_FILE, engine_decode(engine, dtype, batch, rate, model, telemetry=tel,
+                                                                     env=env))
+    out = runs / "report"
+    assert cli.main(["report", str(runs), "--out", str(out)]) == 0
+    return runs, out
+
+
+def test_findings_come_first_with_numbers(sweep):
+    md = (sweep[1] / "report.md").read_text()
+    assert md.index("## Headline findings") < md.index("## NVIDIA H100 80GB HBM3")
+    findings = md.split("## Headline findings")[1].split("\n## ")[0]
+    assert "bf16 decodes **2.00x** as fast as fp32" in findings and "over 12 matched points" in findings
+    assert "2.00x at every point" in findings
+    assert "each step moves 2.00x fewer bytes" in findings
+    # lean wins everywhere, hf-static beats hf only at batch 8 (at batch 1 their CIs overlap)
+    assert "**lean** is fastest at 8 of 8 points (2.00-2.97x the next)" in findings
+    assert "**Bandwidth**: the best decode point reaches" in findings
+    assert "**Energy**: lowest" in findings and "throttled at 8 of 24 points" in findings
+    assert "**Warnings**:" in findings
+
+
+def test_tables_have_a_column_for_every_varying_field(sweep):
+    md = (sweep[1] / "report.md").read_text()
+    table = md.split("### Decode")[1].split("\n### ")[0]
+    assert "Same in every row: attention sdpa, prompt 128, new 16." in table
+    header = next(line for line in table.splitlines() if line.startswith("| model |"))
+    assert header.startswith("| model | engine | cache | dtype | batch | tok/s |")
+    rows = [line for line in table.splitlines() if line.startswith("| tiny-")]
+    assert len(rows) == 24 and len(set(rows)) == 24  # no two rows alike
+    assert rows[0].startswith("| tiny-llama | hf | dynamic | fp32 | 1 | 100 |")
+    energy = md.split("### Energy")[1].split("\n### ")[0]
+    assert "| energy (J/token) |" in energy and "| sw_power_cap |" in energy and "| 1.98G |" in energy
+    environment = md.split("### Environment")[1].split("\n### ")[0]
+    assert "| git sha | abcdef123456 (dirty: uncommitted changes) |" in environment
+    assert "| SLURM job | 77 |" in environment and "| SLURM array tasks | 3 |" in environment
+    assert "| runs merged | 4 (27 records) |" in environment
+    assert "| driver | 550.54 |" in environment
+    assert "energy-0.png" in md and "pareto-0.png" in md
+
+
+def test_kernel_compile_records_get_their_section_and_nothing_else_trips_on_them(tmp_path):
+    runs = tmp_path / "runs"
+    records = [compile_record("attention.fwd", arch, hd, cand, spill=spill)
+               for arch in ("sm_80", "sm_90") for hd in (64, 128)
+               for cand, spill in (("BLOCK_M=128 BLOCK_N=64 w8 s3", 0), ("BLOCK_M=128 BLOCK_N=128 w8 s3", 512))]
+    records += [compile_record("attention.bwd_dkdv", "sm_90", 128, "BLOCK_M=64 BLOCK_N=64 w8 s2", spill=996),
+                compile_record("attention.bwd_dkdv", "sm_90", 128, "BLOCK_M=32 BLOCK_N=64 w4 s2", status="failed")]
+    for r in records:
+        append_record(runs / RECORDS_FILE, r)
+    append_record(runs / RECORDS_FILE, engine_decode("hf", "bf16", 1, 100.0, env=CPU))
+    out = tmp_path / "rep"
+    assert cli.main(["report", str(runs), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    section = md.split("## Kernel resources (static compile)")[1].split("\n## ")[0]
+    assert "- attention.fwd sm_90 head dim 128: spill-free candidate in every case (causal 1/2 clean)" in section
+    assert ("- attention.bwd_dkdv sm_90 head dim 128: NO spill-free candidate for causal (least: BLOCK_M=64 "
+            "BLOCK_N=64 w8 s2, 1494 B spilled) (causal 0/2 clean)") in section
+    assert "![kernel-resources-bf16](plots/kernel-resources-bf16.png)" in section
+    row = next(line for line in section.splitlines() if "BLOCK_M=128 BLOCK_N=128 w8 s3" in line and "sm_80" in line)
+    assert "| 255 | 512 | 256 | 48.0 | 2 | 25 | spills |" in row
+    assert "failed: ptxas fatal" in section
+    findings = md.split("## Headline findings")[1].split("\n## ")[0]
+    assert "**Kernel resources**: 4 of 5 kernel x arch x head dim combinations" in findings
+    assert "none for attention.bwd_dkdv sm_90 head dim 128" in findings
+    assert "Points that did not complete" not in md  # the failed compile is in its own section
+    assert "## AMD EPYC (laptop)" in md and "### Decode" in md  # the decode record still has its device
+
+
+def test_a_report_of_compile_records_only_has_no_device_section(tmp_path):
+    runs = tmp_path / "runs"
+    append_record(runs / RECORDS_FILE, compile_record("decode_attention.split", "sm_100", 64, "BLOCK_N=32 w4 s2"))
+    out = tmp_path / "rep"
+    assert cli.main(["report", str(runs), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "## Kernel resources (static compile)" in md and "## AMD EPYC" not in md
+
+
+def test_html_renders_markdown_instead_of_printing_it(sweep):
+    page = (sweep[1] / "report.html").read_text()
+    assert "<code>llmbench peak</code>" in page and "<strong>lean</strong>" in page and "<li>" in page
+    text = re.sub(r"<script>.*?</script>|<style>.*?</style>|<[^>]+>", " ", page, flags=re.S)
+    text = re.sub(r"data:image/png;base64,\S+", "", text)
+    assert "`" not in text and "**" not in text and not re.search(r"^\s*- \S", text, re.M)
+    assert page.count("<details") == page.count("</details>") > 5 and 'data-v="' in page
+
+
+def test_figures_drawn_in_worker_processes_match_the_serial_ones(tmp_path):
+    from harness import plots, report
+
+    records = [engine_decode(e, "bf16", b, r * b) for e, r in (("hf", 10.0), ("lean", 20.0)) for b in (1, 2, 4)]
+    jobs = [(plots.scaling, ("H100", records, "batch_size", "batch", tmp_path / "a", "b")),
+            (plots.pareto, ("H100", records, tmp_path / "a", "p")),
+            (plots.energy, ("H100", records, tmp_path / "a", "e"))]  # nothing to draw: no telemetry
+    assert report.draw(jobs, workers=2) == ["b", "p", None]
+    assert report.draw(jobs[:1], workers=1) == ["b"]
+    assert (tmp_path / "a" / "p.png").stat().st_size > 1000
+
+
+def browser_or_skip() -> str:
+    """Chromium's path; a skip without it, or a failure where LLMBENCH_REQUIRE_BROWSER=1 (CI)."""
+    import os
+
+    from harness.report_browser import find_browser
+
+    found = find_browser()
+    if not found:
+        if os.environ.get("LLMBENCH_REQUIRE_BROWSER") == "1":
+            pytest.fail("LLMBENCH_REQUIRE_BROWSER=1 but no Chromium: apt-get install chromium")
+        pytest.skip("no Chromium on this machine (Debian package `chromium`)")
+    return found
+
+
+SORT_BY_TOKENS = """(() => {
+  const table = Array.from(document.querySelectorAll("main table"))
+    .find(t => Array.from(t.tHead.rows[0].cells).some(th => th.textContent === "tok/s"));
+  const col = Array.from(table.tHead.rows[0].cells).findIndex(th => th.textContent === "tok/s");
+  const values = () => Array.from(table.tBodies[0].rows).map(r => parseFloat(r.cells[col].dataset.v));
+  table.tHead.rows[0].cells[col].click();
+  const up = values();
+  table.tHead.rows[0].cells[col].click();
+  return {up, down: values()};
+})()"""
+
+
+def test_the_report_opens_cleanly_in_a_real_browser(sweep, tmp_path):
+    """Headless Chromium: no console errors, every image decodes, no raw Markdown in the visible text, and a
+    click on a header sorts the table by the numbers (not their text)."""
+    from harness.report_browser import check
+
+    browser = browser_or_skip()
+    runs = tmp_path / "runs"
+    for line in (sweep[0] / RECORDS_FILE).read_text().splitlines():
+        (runs / RECORDS_FILE).parent.mkdir(exist_ok=True)
+        with open(runs / RECORDS_FILE, "a") as f:
+            f.write(line + "\n")
+    append_record(runs / RECORDS_FILE, compile_record("attention.fwd", "sm_90", 64, "BLOCK_M=64 w4 s2", spill=64))
+    append_record(runs / RECORDS_FILE, make_record(run_id="x", point={"workload": "decode", "model": "big",
+                                                                      "dtype": "fp32"}, status="failed",
+                                                   error="run `llmbench peak` first **now**", env=GPU))
+    out = tmp_path / "rep"
+    assert cli.main(["report", str(runs), "--out", str(out)]) == 0
+    result = check(out / "report.html", screenshot=tmp_path / "shot.png", script=SORT_BY_TOKENS, browser=browser)
+    assert result["errors"] == [] and result["broken"] == [] and result["raw"] == []
+    assert result["images"] >= 6 and result["tables"] >= 5
+    up, down = result["value"]["up"], result["value"]["down"]
+    assert up == sorted(up) and down == sorted(up, reverse=True) and up[0] < up[-1] / 10
+    assert (tmp_path / "shot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -22,6 +22,9 @@ Decode attention (one new token per sequence over a full KV cache of ``context``
 tokens; ``cost.decode_attention``: K and V read once, Q read, O written):
 ``triton`` (ours, contiguous cache), ``triton-paged`` (ours, 16-token pages in
 shuffled order), ``sdpa`` (PyTorch's dispatch, GQA via ``enable_gqa``) and ``eager``.
+A point's ``kv_dtype`` (``int8``, ``fp8``) stores the cache quantized with a float32
+scale per token and KV head (``kernels.decode_attention.quantize_kv``), which only our
+kernel reads; its bytes are counted as stored (values + scales).
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ from workloads.precision import Precision
 from workloads.workload import Calls, Unsupported
 
 PAGE_SIZE = 16
+# KV-cache storage formats our decode kernel reads besides the compute dtype: name -> (torch dtype name,
+# bytes per value); each stored vector (token, KV head) of K and of V also carries one float32 scale
+QUANTIZED_KV = {"int8": ("int8", 1), "fp8": ("float8_e4m3fn", 1)}
+KV_SCALE_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,8 @@ def check_point(point: AttentionPoint | DecodeAttentionPoint) -> None:
         raise UserError(f"unknown implementation {point.impl!r}; choose from {', '.join(impls)}")
     if getattr(point, "mode", ATTENTION_MODES[0]) not in ATTENTION_MODES:
         raise UserError(f"unknown mode {point.mode!r}; choose from {', '.join(ATTENTION_MODES)}")
+    if getattr(point, "kv_dtype", None) not in (None, *QUANTIZED_KV):
+        raise UserError(f"unknown KV-cache format {point.kv_dtype!r}; choose from {', '.join(QUANTIZED_KV)}")
     small = [name for name, value in point.fields().items() if type(value) is int and value < 1]
     if small:
         raise UserError(f"{', '.join(small)} must be positive")
@@ -157,14 +166,23 @@ class DecodeAttentionPoint:
     kv_heads: int
     context: int
     head_dim: int
+    kv_dtype: str | None = None  # None: the cache is in the compute dtype; else a key of QUANTIZED_KV
 
     def fields(self) -> dict:
         return asdict(self)
 
 
 def decode_attention_cost(point: DecodeAttentionPoint, elem_bytes: int) -> cost.Cost:
-    return cost.decode_attention([point.context] * point.batch_size, point.heads, point.kv_heads, point.head_dim,
-                                 elem_bytes)
+    """Bytes as stored: Q read and O written in the compute dtype; K and V read in the cache's format, with
+    their scales when quantized (``cost.decode_attention`` counts the float cache)."""
+    lens = [point.context] * point.batch_size
+    full = cost.decode_attention(lens, point.heads, point.kv_heads, point.head_dim, elem_bytes)
+    if point.kv_dtype is None:
+        return full
+    vectors = 2 * point.kv_heads * point.context * point.batch_size  # K and V, per token and KV head
+    q_o = 2 * point.batch_size * point.heads * point.head_dim * elem_bytes
+    kv = vectors * (point.head_dim * QUANTIZED_KV[point.kv_dtype][1] + KV_SCALE_BYTES)
+    return cost.Cost(bytes=q_o + kv, flops=full.flops)
 
 
 def decode_attention_case(point: DecodeAttentionPoint, precision: Precision, device: torch.device,
@@ -172,31 +190,43 @@ def decode_attention_case(point: DecodeAttentionPoint, precision: Precision, dev
     """A full cache of ``context`` tokens per sequence and one new query token; runs the call once."""
     if point.impl.startswith("triton") and device.type != "cuda":
         raise Unsupported("our Triton kernel needs a CUDA GPU")
+    if point.kv_dtype is not None and not point.impl.startswith("triton"):
+        raise Unsupported(f"{point.impl} reads float caches only, not {point.kv_dtype}")
     gen = torch.Generator(device=device).manual_seed(seed)
     batch, ctx, dim = point.batch_size, point.context, point.head_dim
     q = torch.randn(batch, point.heads, 1, dim, generator=gen, device=device, dtype=precision.dtype)
     scale = 1.0 / math.sqrt(dim)
+
+    def cache(shape):
+        """K and V in the point's format, plus keyword arguments for their scales."""
+        k, v = (torch.randn(shape, generator=gen, device=device, dtype=precision.dtype) for _ in range(2))
+        if point.kv_dtype is None:
+            return k, v, {}
+        from kernels.decode_attention import quantize_kv
+
+        (k, k_scale), (v, v_scale) = (quantize_kv(x, getattr(torch, QUANTIZED_KV[point.kv_dtype][0]))
+                                      for x in (k, v))
+        return k, v, {"k_scale": k_scale, "v_scale": v_scale}
+
     if point.impl == "triton-paged":
         from kernels.decode_attention import decode_attention
 
         pages = -(-ctx // PAGE_SIZE)
-        shape = (batch * pages, PAGE_SIZE, point.kv_heads, dim)
-        k, v = (torch.randn(shape, generator=gen, device=device, dtype=precision.dtype) for _ in range(2))
+        k, v, scales = cache((batch * pages, PAGE_SIZE, point.kv_heads, dim))
         table = torch.randperm(batch * pages, generator=gen, device=device).reshape(batch, pages).int()
         lengths = torch.full((batch,), ctx, dtype=torch.int32, device=device)
 
         def fn():
-            return decode_attention(q, k, v, lengths, scale=scale, block_table=table)
+            return decode_attention(q, k, v, lengths, scale=scale, block_table=table, **scales)
     else:
-        shape = (batch, point.kv_heads, ctx, dim)
-        k, v = (torch.randn(shape, generator=gen, device=device, dtype=precision.dtype) for _ in range(2))
+        k, v, scales = cache((batch, point.kv_heads, ctx, dim))
         if point.impl == "triton":
             from kernels.decode_attention import decode_attention
 
             lengths = torch.full((batch,), ctx, dtype=torch.int32, device=device)
 
             def fn():
-                return decode_attention(q, k, v, lengths, scale=scale)
+                return decode_attention(q, k, v, lengths, scale=scale, **scales)
         elif point.impl == "sdpa":
             def fn():
                 return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=point.heads != point.kv_heads)
@@ -206,7 +236,7 @@ def decode_attention_case(point: DecodeAttentionPoint, precision: Precision, dev
     with torch.no_grad():
         try:
             fn()
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError) as exc:  # ValueError: our kernel refusing (fp8 on an older GPU)
             if isinstance(exc, torch.OutOfMemoryError):
                 raise
             raise Unsupported(str(exc).strip().splitlines()[0][:300]) from None

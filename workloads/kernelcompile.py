@@ -46,9 +46,13 @@ CASES = {
         "paged": "decode attention, 1 new token, paged cache (16-token pages), 4 query heads per KV head",
         "mask": "decode attention, 1 new token, contiguous cache with a padding mask",
         "spec4": "decode attention, 4 new tokens (speculative decoding), contiguous cache, 8 query heads per KV head",
+        "int8": "decode attention, 1 new token, contiguous int8 cache with a scale per token and KV head",
+        "fp8": "decode attention, 1 new token, paged float8_e4m3fn cache with a scale per token and KV head "
+               "(sm_89 and newer)",
     },
 }
 SEQ = 4096  # keys per sequence in every case
+FP8_CAPABILITY = 89  # the first architecture with fp8 (e4m3) conversions
 ATTENTION_HEADS = 16
 DECODE_HEADS, DECODE_BATCH, PAGE_SIZE = 32, 8, 16
 
@@ -98,11 +102,20 @@ def _capture(case: Case, capability: int) -> list:
                 kv_heads = DECODE_HEADS // group
                 q = empty(DECODE_BATCH, DECODE_HEADS, q_len, d)
                 lengths = empty(DECODE_BATCH, dtype=torch.int32)
-                if case.case == "paged":
+                if case.case in ("paged", "fp8"):
                     pages = DECODE_BATCH * SEQ // PAGE_SIZE
-                    cache = empty(pages, PAGE_SIZE, kv_heads, d)
                     table = empty(DECODE_BATCH, SEQ // PAGE_SIZE, dtype=torch.int32)
-                    decode_attention(q, cache, cache, lengths, block_table=table)
+                    if case.case == "fp8":
+                        cache = empty(pages, PAGE_SIZE, kv_heads, d, dtype=torch.float8_e4m3fn)
+                        scale = empty(pages, PAGE_SIZE, kv_heads, dtype=torch.float32)
+                        decode_attention(q, cache, cache, lengths, block_table=table, k_scale=scale, v_scale=scale)
+                    else:
+                        decode_attention(q, empty(pages, PAGE_SIZE, kv_heads, d), empty(pages, PAGE_SIZE, kv_heads, d),
+                                         lengths, block_table=table)
+                elif case.case == "int8":
+                    cache = empty(DECODE_BATCH, kv_heads, SEQ, d, dtype=torch.int8)
+                    scale = empty(DECODE_BATCH, kv_heads, SEQ, dtype=torch.float32)
+                    decode_attention(q, cache, cache, lengths, k_scale=scale, v_scale=scale)
                 else:
                     cache = empty(DECODE_BATCH, kv_heads, SEQ, d)
                     mask = empty(DECODE_BATCH, q_len, SEQ, dtype=torch.bool) if case.case == "mask" else None
@@ -127,6 +140,11 @@ def compile_case(case: Case, arch: str, first_only: bool = False) -> list[dict]:
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise RuntimeError("kernels cannot be compiled while TRITON_INTERPRET=1; run compile_case in a worker")
     capability = resources.parse_arch(arch)
+    if case.case == "fp8" and capability < FP8_CAPABILITY:
+        point = {"workload": WORKLOAD, "kernel": f"{case.family}.*", "arch": arch, "dtype": case.dtype,
+                 "head_dim": case.head_dim, "case": case.case, "candidate": None, "device": None}
+        return [{"point": point, "status": "skipped", "error": f"float8_e4m3fn needs sm_{FP8_CAPABILITY} or newer",
+                 "metrics": {}}]
     rows = []
     for launch in _capture(case, capability):
         for config in launch.configs[:1] if first_only else launch.configs:
@@ -150,16 +168,16 @@ def _first_line(exc: Exception) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]
 
 
-def run(tasks: list[tuple[Case, str]], workers: int | None = None, first_only: bool = False,
+def run(tasks: list[tuple], workers: int | None = None,
         done: Callable[[Case, str, list[dict]], None] | None = None) -> Iterator[list[dict]]:
-    """Compile ``(case, arch)`` tasks in ``workers`` spawned processes (default: one per core); yields each
-    task's rows as it finishes (``done`` is called first, e.g. for progress)."""
+    """Compile ``(case, arch)`` or ``(case, arch, first_only)`` tasks in ``workers`` spawned processes (default:
+    one per core); yields each task's rows as it finishes (``done`` is called first, e.g. for progress)."""
     import multiprocessing
 
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool:
-        futures = {pool.submit(compile_case, case, arch, first_only): (case, arch) for case, arch in tasks}
+        futures = {pool.submit(compile_case, *task): task[:2] for task in tasks}
         try:
             for future in as_completed(futures):
                 rows = future.result()
@@ -177,6 +195,8 @@ def without_clean(records: list[dict]) -> list[tuple[str, str, str, int, str]]:
     spills nothing (so the autotuner there can only pick a spilling one), in first-seen order."""
     seen: dict[tuple, bool] = {}
     for r in records:
+        if r["status"] == "skipped":  # a case the architecture cannot run (fp8 before sm_89)
+            continue
         key = (r["kernel"], r["arch"], r["dtype"], r["head_dim"], r["case"])
         seen[key] = seen.get(key, False) or (r["status"] == "ok" and bool(r["metrics"].get("clean")))
     return [key for key, clean in seen.items() if not clean]

@@ -94,6 +94,10 @@ def add_parser(sub) -> None:
     d.add_argument("--gqa", type=options.int_list, default=[4], metavar="R[,R...]",
                    help="query heads per KV head (Llama-3.1-8B: 4)")
     d.add_argument("--head-dim", type=options.int_list, default=[128], metavar=options.INT_LIST, help="head dims")
+    d.add_argument("--kv-dtype", default="auto",
+                   help="KV-cache formats: auto (the compute dtype), int8, fp8 (float8_e4m3fn, sm_89+); int8 and "
+                        "fp8 store a float32 scale per token and KV head, are read by our kernel only, and their "
+                        "bytes are counted as stored")
     _add_common(d)
 
     c = ksub.add_parser(
@@ -149,18 +153,24 @@ def _default(sizes: dict, device) -> list[int]:
 
 def decode_points(args, device) -> list:
     """Every (precision, point) of a decode-attention sweep, implementations innermost."""
-    from workloads.kernelbench import DecodeAttentionPoint, check_point
+    from workloads.kernelbench import QUANTIZED_KV, DecodeAttentionPoint, check_point
 
     impls = options.names(args.impl, DECODE_ATTENTION_IMPLS, "impl")
+    kv_dtypes = [None if kv == "auto" else kv for kv in options.names(args.kv_dtype, ["auto", *QUANTIZED_KV],
+                                                                      "KV-cache format")]
     contexts = args.context or _default(DEFAULT_CONTEXT, device)
     out = []
-    for precision, head_dim, gqa, batch, context, impl in product(
-            _precisions(args.dtype, device), args.head_dim, args.gqa, args.batch_size, contexts, impls):
+    for precision, head_dim, gqa, batch, context, kv, impl in product(
+            _precisions(args.dtype, device), args.head_dim, args.gqa, args.batch_size, contexts, kv_dtypes, impls):
         if args.heads % gqa:
             raise UserError(f"--gqa {gqa} does not divide {args.heads} query heads")
-        point = DecodeAttentionPoint(impl, batch, args.heads, args.heads // gqa, context, head_dim)
+        if kv is not None and not impl.startswith("triton"):
+            continue  # only our kernel reads a quantized cache; the others run at the compute dtype
+        point = DecodeAttentionPoint(impl, batch, args.heads, args.heads // gqa, context, head_dim, kv)
         check_point(point)
         out.append((precision, point))
+    if not out:
+        raise UserError("no point to run: int8 and fp8 caches are read by the triton implementations only")
     return out
 
 

@@ -201,6 +201,16 @@ def test_targets_met():
         assert t[what].verdict == suite.NOT_MEASURED
 
 
+def test_int8_kv_target_from_quantized_decode_attention_records():
+    int8 = {**dattn("triton", 1.0, 2700), "kv_dtype": "int8"}
+    t = by_what(suite.targets([copy(3000), int8]))["int8 KV decode attention"]
+    assert t.verdict == suite.MET and t.measured.startswith("90.0% (2700 GB/s stored")
+    slow = {**dattn("triton", 1.0, 2000), "kv_dtype": "int8"}
+    assert by_what(suite.targets([copy(3000), slow]))["int8 KV decode attention"].verdict == suite.NOT_MET
+    plain = by_what(suite.targets([copy(3000), dattn("triton", 1.0, 2700)]))["int8 KV decode attention"]
+    assert plain.verdict == suite.NOT_MEASURED and "no int8-cache" in plain.measured
+
+
 def _compiled(arch, case, clean=True, status="ok"):
     return {"workload": "kernel-compile", "kernel": "attention.fwd", "arch": arch, "dtype": "bf16", "head_dim": 128,
             "case": case, "status": status, "metrics": {"clean": clean} if status == "ok" else {}}

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from workloads.kernelbench import AttentionPoint, DecodeAttentionPoint, KernelWorkload, attention_cost
+from workloads.errors import UserError
+from workloads.kernelbench import (AttentionPoint, DecodeAttentionPoint, KernelWorkload, attention_cost, check_point,
+                                   decode_attention_case, decode_attention_cost)
 from workloads.precision import PRECISIONS
 from workloads.workload import Calls, Unsupported
 
@@ -40,3 +42,23 @@ def test_triton_without_gpu_is_unsupported():
     point = AttentionPoint("triton", 1, 2, 2, 8, 16, True, "fwd")
     with pytest.raises(Unsupported, match="CUDA"):
         KernelWorkload("attention", PRECISIONS["fp32"], CPU, [point]).region(point)
+
+
+def test_quantized_kv_cost_counts_stored_bytes():
+    """batch 2, 8 query heads over 2 KV heads, 40 cached tokens, head dim 16, bf16 compute."""
+    base = DecodeAttentionPoint("triton", 2, 8, 2, 40, 16)
+    q_o = 2 * 2 * 8 * 16 * 2  # Q read, O written, bf16
+    assert decode_attention_cost(base, 2).bytes == q_o + 2 * 2 * 2 * 40 * 16 * 2
+    for kv in ("int8", "fp8"):
+        quant = decode_attention_cost(DecodeAttentionPoint("triton", 2, 8, 2, 40, 16, kv), 2)
+        # K and V: 2 x 2 KV heads x 40 tokens x 2 sequences vectors, each 16 one-byte values + a 4-byte scale
+        assert quant.bytes == q_o + 2 * 2 * 40 * 2 * (16 + 4)
+        assert quant.flops == decode_attention_cost(base, 2).flops
+
+
+def test_quantized_kv_runs_on_our_kernel_only():
+    point = DecodeAttentionPoint("sdpa", 1, 4, 2, 16, 16, "int8")
+    with pytest.raises(Unsupported, match="sdpa reads float caches only"):
+        decode_attention_case(point, PRECISIONS["fp32"], CPU)
+    with pytest.raises(UserError, match="unknown KV-cache format 'int4'"):
+        check_point(DecodeAttentionPoint("triton", 1, 4, 2, 16, 16, "int4"))

@@ -88,13 +88,15 @@ def test_without_clean_names_the_combinations_where_every_candidate_spills_or_fa
 
 @pytest.fixture(scope="module")
 def compiled():
-    """sm_80 and sm_90, bf16: every candidate at head dim 128 (the hard one), the first at 64."""
+    """sm_80 and sm_90, bf16: every candidate at head dim 128 (the hard one), the first at 64; the int8-cache
+    decode kernel at 128."""
     missing = resources.ptxas_missing()
     if missing:
         pytest.skip(missing)
     tasks = [(Case(family, case, "bf16", head_dim), arch, head_dim == 64)
              for family, case in (("attention", "causal"), ("decode_attention", "paged"))
              for head_dim in (128, 64) for arch in ("sm_80", "sm_90")]
+    tasks += [(Case("decode_attention", "int8", "bf16", 128), arch, False) for arch in ("sm_80", "sm_90")]
     return [row for rows in kernelcompile.run(tasks) for row in rows]
 
 
@@ -117,3 +119,20 @@ def test_every_candidate_fits_and_spills_nothing(compiled):
     for r in records:
         m = r["metrics"]
         assert 0 < m["registers"] <= 255 and m["programs_per_sm"] >= 1 and 0 < m["occupancy"] <= 1
+
+
+def test_quantized_cache_cases_launch_the_quantized_kernel():
+    int8 = kernelcompile._capture(Case("decode_attention", "int8", "bf16", 128), 90)[0]
+    fp8 = kernelcompile._capture(Case("decode_attention", "fp8", "bf16", 128), 90)[0]
+    assert int8.kwargs["QUANTIZED"] is True and int8.args[1].dtype == torch.int8 and int8.kwargs["PAGE_SIZE"] == 0
+    assert fp8.kwargs["QUANTIZED"] is True and fp8.args[1].dtype == torch.float8_e4m3fn
+    assert fp8.kwargs["PAGE_SIZE"] == kernelcompile.PAGE_SIZE
+    plain = kernelcompile._capture(Case("decode_attention", "contiguous", "bf16", 128), 90)[0]
+    assert plain.kwargs["QUANTIZED"] is False
+
+
+def test_fp8_before_sm89_is_skipped_not_compiled(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # the skip comes before anything is captured or compiled
+    (row,) = kernelcompile.compile_case(Case("decode_attention", "fp8", "bf16", 64), "sm_80")
+    assert row["status"] == "skipped" and "sm_89" in row["error"]
+    assert without_clean([{**row["point"], "status": "skipped", "metrics": {}}]) == []

@@ -119,3 +119,15 @@ def test_compile_records_every_candidate_of_every_launch(tmp_path, capsys):
         assert m["clean"] and m["registers"] > 0 and m["shared_bytes"] > 0 and m["programs_per_sm"] >= 1
         assert r["config"]["num_warps"] in (4, 8) and r["candidate"].endswith(f"s{r['config']['num_stages']}")
     assert "decode_attention.split" in out
+
+
+def test_decode_attention_kv_dtype_runs_our_kernel_on_quantized_caches(tmp_path, capsys):
+    argv = ["kernel", "decode-attention", "--context", "40", "--batch-size", "1", "--heads", "4", "--gqa", "2",
+            "--head-dim", "16", "--dtype", "fp32", "--no-progress", "--no-ceilings", "--device", "cpu"]
+    code = cli.main([*argv, "--impl", "triton,sdpa", "--kv-dtype", "auto,int8,fp8", "--out", str(tmp_path)])
+    assert code == 0
+    recs = read_records([tmp_path / "records.jsonl"])
+    assert sorted((r["attn"], str(r["kv_dtype"])) for r in recs) == [
+        ("sdpa", "None"), ("triton", "None"), ("triton", "fp8"), ("triton", "int8")]
+    code = cli.main([*argv, "--impl", "sdpa", "--kv-dtype", "int8", "--out", str(tmp_path / "none")])
+    assert code == 2 and "no point to run" in capsys.readouterr().err

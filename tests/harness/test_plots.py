@@ -1,4 +1,7 @@
-"""Report figures (harness/plots.py): each writes PNG and SVG from small records and returns None with nothing to plot."""
+"""Report figures (harness/plots.py): each writes a PNG (and SVG on request) from small records and returns None with
+nothing to plot; series never join engines or models, legends name values (not points) and stay short."""
+
+import math
 
 import pytest
 
@@ -9,14 +12,14 @@ from harness.records import make_record
 GPU = {"device_name": "NVIDIA H100 80GB HBM3", "device_type": "cuda", "host": "gpu-node"}
 
 
-def decode(dtype, batch=1, prompt=128, rate=100.0, model="tiny-llama"):
+def decode(dtype, batch=1, prompt=128, rate=100.0, model="tiny-llama", engine=None, telemetry=None):
     elem = 4 if dtype == "fp32" else 2
     point = {"workload": "decode", "model": model, "dtype": dtype, "batch_size": batch, "prompt_len": prompt,
-             "new_tokens": 16}
+             "new_tokens": 16, **({"engine": engine} if engine else {})}
     derived = {"arithmetic_intensity": batch / elem * 2, "achieved_tflops": rate * 1e-3,
                "prefill_arithmetic_intensity": batch * prompt / elem * 2, "prefill_tflops": rate * 1e-2}
     return make_record(run_id="d", point=point, metrics={"tokens_per_s": rate},
-                       cost={"bytes_per_step": 1e8 * elem}, derived=derived, env=GPU)
+                       cost={"bytes_per_step": 1e8 * elem}, derived=derived, env=GPU, telemetry=telemetry)
 
 
 def attention(impl, seq, tflops, mode="fwd", causal=True, heads=8, kv_heads=8):
@@ -55,9 +58,10 @@ def drawn(monkeypatch):
 
 
 def assert_written(out, stem):
-    png, svg = out / f"{stem}.png", out / f"{stem}.svg"
+    png = out / f"{stem}.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
-    assert svg.stat().st_size > 1000 and "<svg" in svg.read_text()
+    svg = out / f"{stem}.svg"
+    assert (svg.stat().st_size > 1000 and "<svg" in svg.read_text()) if plots.SVG else not svg.exists()
 
 
 def legend(ax):
@@ -69,17 +73,20 @@ def ceilings():
                     spec=spec_for("NVIDIA H100 80GB HBM3"))
 
 
-def test_roofline_writes_png_and_svg(tmp_path, figures):
+def test_roofline_writes_png_and_svg_on_request(tmp_path, figures, monkeypatch):
+    monkeypatch.setattr(plots, "SVG", True)
     out = tmp_path / "plots" / "nested"  # created on demand
-    records = [decode("bf16", 1), decode("fp32", 4, rate=50.0)]
+    records = [decode("bf16", 1), decode("fp32", 4, rate=50.0), decode("bf16", 1, model="tiny-qwen")]
     assert plots.roofline("H100", ceilings(), records, out, "roofline-0") == "roofline-0"
     assert_written(out, "roofline-0")
     (ax,) = figures[0].axes
     labels = legend(ax)
     assert any(t.startswith("measured fp32: 3000 GB/s, 50 TFLOP/s") for t in labels)
     assert any(t.startswith("spec bf16: 3350 GB/s") for t in labels)
-    assert "decode bf16 tiny-llama b1 p128 n16" in labels and "prefill fp32 tiny-llama b4 p128 n16" in labels
+    assert {"model: tiny-llama", "model: tiny-qwen", "decode steps (filled)", "prefill (hollow)"} <= set(labels)
+    assert not any("b1" in t or "b4" in t for t in labels)  # values in the legend, not one entry per point
     assert not any(t.startswith("spec fp16") for t in labels)  # only precisions that were measured
+    assert "marker: model" in ax.get_title()
     assert ax.get_xscale() == ax.get_yscale() == "log"
 
 
@@ -103,9 +110,10 @@ def test_precision_comparison_writes_speedups(tmp_path, figures):
     assert_written(tmp_path, "precisions-0")
     rates, sizes = figures[0].axes
     assert sorted(t.get_text() for t in rates.texts) == ["2.00x", "2.50x"]  # over fp32, wherever it is
-    assert [t.get_text() for t in rates.get_xticklabels()] == ["tiny-llama b1 p128 n16"]
+    assert [t.get_text() for t in rates.get_xticklabels()] == ["b1"]  # named by what varies
     assert legend(rates) == ["fp32", "bf16", "fp16"]  # report order, not record order
     assert sorted(round(p.get_height()) for p in sizes.patches) == [200, 200, 400]  # MB per step
+    assert sizes.get_yscale() == "log"  # a small model's bar stays visible
 
 
 def test_precision_comparison_nothing_to_plot(tmp_path):
@@ -124,9 +132,9 @@ def test_scaling_writes_one_line_per_model_precision_and_other(tmp_path, figures
     assert_written(tmp_path, "s")
     (ax,) = figures[0].axes
     assert len(ax.lines) == 2
-    xs = {tuple(line.get_xdata()) for line in ax.lines}
+    xs = {tuple(x for x in line.get_xdata() if not math.isnan(x)) for line in ax.lines}
     assert xs == {(1, 2, 4), (1, 8)}  # sorted along the axis
-    assert all(other.replace("_", " ") in t for t in legend(ax))
+    assert legend(ax) == ["dtype: fp32", "dtype: bf16"]
 
 
 def test_scaling_nothing_to_plot(tmp_path):
@@ -191,8 +199,12 @@ def test_attention_nothing_to_plot(tmp_path):
 
 
 def rings(ax):
-    """The hollow markers drawn around points above their roof: their (x, y)."""
-    return [tuple(xy) for c in ax.collections if len(c.get_facecolor()) == 0 for xy in c.get_offsets()]
+    """The red hollow markers drawn around points above their roof: their (x, y) (prefill points are hollow
+    too, in their precision's colour)."""
+    from matplotlib.colors import to_hex
+
+    return [tuple(xy) for c in ax.collections if len(c.get_facecolor()) == 0 and len(c.get_edgecolor())
+            and to_hex(c.get_edgecolor()[0]) == plots.IMPOSSIBLE for xy in c.get_offsets()]
 
 
 def test_roofline_rings_points_above_the_measured_roof(tmp_path, figures):
@@ -229,3 +241,109 @@ def test_attention_draws_an_implementation_without_a_style_last(tmp_path, drawn)
     records = [attention(impl, seq, 1.0) for impl in ("flex", "triton") for seq in (256, 512)]
     assert plots.attention("cpu", records, None, tmp_path, "a") == "a"
     assert legend(drawn[0].axes[0]) == ["triton", "flex"]
+
+
+# ------------------------------------------------ issue 16: readable at hundreds of points
+
+
+def test_scaling_never_joins_engines_or_models(tmp_path, drawn):
+    records = [decode("bf16", batch=b, rate=r * b, model=m, engine=e)
+               for m in ("tiny-llama", "tiny-qwen") for e, r in (("hf", 10.0), ("lean", 20.0)) for b in (1, 2, 4)]
+    assert plots.scaling("H100", records, "batch_size", "batch", tmp_path, "s") == "s"
+    ax = drawn[0].axes[0]
+    lines = [(line.get_color(), line.get_marker()) for line in ax.lines]
+    assert len(lines) == 4 == len(set(lines))  # one line per (model, engine), each its own colour x marker
+    for line in ax.lines:
+        ys = [y for y in line.get_ydata() if not math.isnan(y)]
+        assert len(ys) == 3 and ys == sorted(ys)  # one series: three batch sizes, never a zig-zag
+    assert legend(ax) == ["model: tiny-llama", "model: tiny-qwen", "engine: hf", "engine: lean"]
+
+
+def test_legends_stay_short_at_hundreds_of_points(tmp_path, drawn):
+    records = [decode(dtype, batch=b, prompt=p, rate=b * 10.0 + i, model=f"model-{i}", engine=e)
+               for i in range(9) for e in ("hf", "hf-static", "lean", "x", "y") for dtype in ("bf16", "fp32")
+               for p in (128, 256) for b in (1, 2, 4)]
+    assert len(records) == 540
+    assert plots.scaling("H100", records, "batch_size", "batch", tmp_path, "s") == "s"
+    labels = legend(drawn[0].axes[0])
+    assert len(labels) <= 14 and labels[-1].startswith("other")  # 6 colours, 4 markers, 2 styles, other
+    assert plots.pareto("H100", records, tmp_path, "p") == "p"
+    assert len(legend(drawn[1].axes[0])) <= 15
+
+
+def test_pareto_one_line_per_series_through_its_batch_sizes_and_the_front(tmp_path, figures):
+    records = [decode("bf16", batch=b, rate=r * b ** 0.8, engine=e) for e, r in (("hf", 100.0), ("lean", 150.0))
+               for b in (1, 4, 16)]
+    assert plots.pareto("H100", records, tmp_path, "pareto-0") == "pareto-0"
+    assert_written(tmp_path, "pareto-0")
+    ax = figures[0].axes[0]
+    series = [line for line in ax.lines if line.get_marker() not in ("None", None, "")]
+    assert len(series) == 2
+    lean = max(series, key=lambda line: max(y for y in line.get_ydata() if not math.isnan(y)))
+    xs = [x for x in lean.get_xdata() if not math.isnan(x)]
+    assert xs == pytest.approx([150.0, 150.0 * 4 ** -0.2, 150.0 * 16 ** -0.2])  # tokens/s per sequence, by batch
+    front = next(line for line in ax.lines if line.get_linewidth() == 5)
+    assert len(front.get_xdata()) == 3  # lean dominates hf everywhere
+    assert sorted(t.get_text() for t in ax.texts) == sorted(["b1", "b4", "b16"] * 2)
+    assert ax.get_xlabel().startswith("tokens/s per sequence") and ax.get_ylabel().startswith("total tokens/s")
+
+
+def test_pareto_and_energy_nothing_to_plot(tmp_path):
+    assert plots.pareto("H100", [decode("bf16"), decode("fp32")], tmp_path, "p") is None
+    assert plots.energy("H100", [decode("bf16", batch=2)], tmp_path, "e") is None  # no telemetry
+    assert plots.kernel_resources([], tmp_path, "k") is None
+    assert not list(tmp_path.iterdir())
+
+
+def test_energy_per_token_against_throughput(tmp_path, figures):
+    records = [decode("bf16", batch=b, rate=100.0 * b, telemetry={"joules_per_token": 3.0 / b, "power_w_mean": 300})
+               for b in (1, 8, 64)]
+    assert plots.energy("H100", records, tmp_path, "energy-0") == "energy-0"
+    assert_written(tmp_path, "energy-0")
+    ax = figures[0].axes[0]
+    ys = [y for y in ax.lines[0].get_ydata() if not math.isnan(y)]
+    assert ys == pytest.approx([3.0, 3.0 / 8, 3.0 / 64]) and ax.get_yscale() == "log" == ax.get_xscale()
+
+
+def test_precision_speedup_against_batch_when_there_are_many_points(tmp_path, figures):
+    records = [decode(dtype, batch=b, prompt=p, rate=(2.0 if dtype == "bf16" else 1.0) * b * 10)
+               for dtype in ("bf16", "fp32") for p in (64, 128, 256, 512) for b in (1, 2, 4, 8)]
+    assert plots.precision_comparison("H100", records, tmp_path, "p") == "p"
+    ax = figures[0].axes[0]
+    assert "Speedup over fp32, 16 points" in ax.get_title()
+    drawn = [y for line in ax.lines if line.get_linestyle() != "--" for y in line.get_ydata() if not math.isnan(y)]
+    assert set(round(y, 6) for y in drawn) >= {2.0}
+    dashed = next(line for line in ax.lines if line.get_linestyle() == "--" and line.get_color() == "black")
+    assert list(dashed.get_ydata()) == [2.0] * 4  # fp32 moves twice the bytes: the memory-bound expectation
+
+
+def compile_record(arch, head_dim, candidate, spill=0, status="ok", fits=True):
+    point = {"workload": "kernel-compile", "kernel": "attention.fwd", "arch": arch, "dtype": "bf16",
+             "head_dim": head_dim, "case": "causal", "candidate": candidate, "device": None}
+    if status != "ok":
+        return make_record(run_id="c", point=point, status="failed", error="ptxas error")
+    return make_record(run_id="c", point=point, metrics={
+        "registers": 200, "spill_stores_bytes": spill, "spill_loads_bytes": spill, "shared_bytes": 65536,
+        "programs_per_sm": 1, "warps_per_sm": 8, "occupancy": 0.125, "fits": fits,
+        "clean": fits and not spill})
+
+
+def test_kernel_resources_heat_map(tmp_path, figures):
+    from matplotlib.colors import to_hex
+
+    records = [compile_record("sm_90", 128, "w8", spill=0), compile_record("sm_80", 128, "w8", spill=400),
+               compile_record("sm_100", 64, "w8", status="failed"), compile_record("sm_90", 64, "w4", fits=False),
+               compile_record("sm_90", 64, "w8", spill=8)]
+    assert plots.kernel_resources(records, tmp_path, "k") == "k"
+    assert_written(tmp_path, "k")
+    ax = figures[0].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["sm_80\nhd 128", "sm_90\nhd 64", "sm_90\nhd 128",
+                                                            "sm_100\nhd 64"]  # archs in numeric order
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["attention.fwd causal  w4", "attention.fwd causal  w8"]
+    image = ax.images[0].get_array()
+    cell = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert cell[(1, 2)] == "12%" and to_hex(image[1, 2]) == plots.CLEAN  # w8 sm_90 hd128: clean
+    assert cell[(1, 3)] == "failed" and cell[(0, 1)] == "no fit"
+    assert to_hex(image[1, 0]) != plots.CLEAN and to_hex(image[1, 1]) != plots.CLEAN
+    assert image[1, 0][1] < image[1, 1][1]  # 800 bytes spilled is a darker red than 16
+    assert tuple(image[0, 0]) == (1.0, 1.0, 1.0, 1.0)  # w4 was not compiled for sm_80: blank

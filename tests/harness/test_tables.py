@@ -1,4 +1,7 @@
-"""Tables (harness/tables.py): aligned text, Markdown and HTML from rows of dicts."""
+"""Tables (harness/tables.py): aligned text, Markdown and HTML from rows of dicts; 3 significant figures with SI
+prefixes for the report."""
+
+import pytest
 
 from harness import tables
 
@@ -48,12 +51,38 @@ def test_markdown_alignment_row_and_escaped_pipes():
     assert len(lines) == 2 + len(ROWS)
 
 
-def test_html_escapes_and_marks_numeric_cells():
+def test_html_escapes_and_marks_numeric_cells_with_their_raw_value():
     text = tables.html([{"name": "<b>&</b>", "rate": 2.0, "n": None}], [("name", "Name <x>", ""), *COLUMNS[1:]])
     assert text.startswith("<table><thead><tr>") and text.endswith("</tbody></table>")
     assert "<th>Name &lt;x&gt;</th><th>tok/s</th><th>N</th>" in text
-    assert '<td class="">&lt;b&gt;&amp;&lt;/b&gt;</td>' in text
-    assert '<td class="num">2.0</td>' in text
+    assert "<td>&lt;b&gt;&amp;&lt;/b&gt;</td>" in text
+    assert '<td class="num" data-v="2.0">2.0</td>' in text  # the sort script reads data-v
     assert '<td class="num">-</td>' in text
     assert "<b>" not in text
     assert text.count("<tr>") == 2
+
+
+def test_html_renders_text_cells_through_inline_when_given():
+    text = tables.html([{"e": "run `peak`"}], [("e", "error", "")], inline=lambda t: t.replace("`", "|"))
+    assert "<td>run |peak|</td>" in text
+
+
+@pytest.mark.parametrize("value, si, sig3", [
+    (0.005809, "5.81m", "0.00581"), (9.26, "9.26", "9.26"), (6.521e-05, "65.2\u00b5", "0.0000652"),
+    (1234.5, "1.23k", "1230"), (999.7, "1.00k", "1000"), (2.5e9, "2.50G", "2500000000"), (394.23, "394", "394"),
+    (0.1, "100m", "0.100"), (-3200.0, "-3.20k", "-3200"), (45.26, "45.3", "45.3"), (0, "0", "0"),
+    (3.2e12, "3.20T", "3200000000000"),
+])
+def test_three_significant_figures_with_and_without_si_prefixes(value, si, sig3):
+    assert tables.si(value) == si and tables.sig3(value) == sig3
+
+
+def test_si_and_3g_specs_in_cells_keep_the_impossible_mark():
+    class Impossible(float):
+        pass
+
+    assert tables.cell(Impossible(106.66), "3g") == "107!" and tables.cell(Impossible(2.5e12), "si") == "2.50T!"
+    assert tables.cell(None, "si") == "-" and tables.cell(1e-20, "si") == "1.00e-20"
+    assert tables.markdown([{"v": 1234.5}], [("v", "tok/s", "si")]).splitlines()[2] == "| 1.23k |"
+    formatted = tables.cells([{"v": 1.0}], [("v", "x", "si")])
+    assert tables.markdown([{"v": 5.0}], [("v", "x", "si")], formatted).splitlines()[2] == "| 1.00 |"  # reused

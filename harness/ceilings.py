@@ -20,6 +20,13 @@ and the CPU thread count, or the GPU's maximum clocks and power limit) is stored
 in every ceiling record. Ceilings of different fingerprints are never mixed, and
 stored ceilings whose fingerprint differs from the current run's are measured
 again (as they are with ``--remeasure``).
+
+The communication ceiling (``allreduce`` records, ``llmbench peak --nproc N``) is
+a property of the processes and the links between them, not of one device's
+setup: it is kept per world size (the best bus bandwidth over the device's
+allreduce records of that many processes), and its records, measured in
+processes with their own thread counts, never decide which fingerprint is
+current.
 """
 
 from __future__ import annotations
@@ -104,10 +111,13 @@ class Ceilings:
     spec: Spec | None = None
     fingerprint: dict | None = None
     matmul_shapes: dict = field(default_factory=dict)  # precision name -> [(m, n, k), ...]
+    allreduce_gbps: dict = field(default_factory=dict)  # world size -> best all-reduce bus GB/s
 
 
 def _ceiling(record: dict) -> bool:
-    return record.get("status") == "ok" and record.get("workload") in CEILING_WORKLOADS
+    """An ok record of a device ceiling (copy, triad, matmul): one that belongs to a fingerprint."""
+    return record.get("status") == "ok" and record.get("workload") in CEILING_WORKLOADS and \
+        record.get("workload") != "allreduce"
 
 
 def latest_fingerprints(records: list[dict]) -> dict[str, dict | None]:
@@ -131,6 +141,10 @@ def from_records(records: list[dict], fingerprint: dict | None = None) -> dict[s
     for r in records:
         key = device_key(r)
         c = out.setdefault(key, Ceilings(key, spec=spec_for(r.get("env", {}).get("device_name"))))
+        if r.get("workload") == "allreduce" and r.get("status") == "ok":
+            world, gbps = r.get("world_size"), r["derived"]["achieved_gbps"]
+            c.allreduce_gbps[world] = max(c.allreduce_gbps.get(world, 0), gbps)
+            continue
         want = fingerprint if fingerprint is not None else chosen.get(key)
         if not _ceiling(r) or r.get("fingerprint") != want:
             continue

@@ -26,4 +26,4 @@ SDPA_BACKENDS = {"sdpa-flash": "FLASH_ATTENTION", "sdpa-efficient": "EFFICIENT_A
 ATTENTION_IMPLS = ("triton", *SDPA_BACKENDS, "eager")
 ATTENTION_MODES = ("fwd", "bwd", "fwd+bwd")
 DECODE_ATTENTION_IMPLS = ("triton", "triton-paged", "sdpa", "eager")
-CEILING_WORKLOADS = ("copy", "triad", "matmul")  # workloads.micro: their records are a device's ceilings
+CEILING_WORKLOADS = ("copy", "triad", "matmul", "allreduce")  # workloads.micro: their records are a device's ceilings

@@ -290,6 +290,22 @@ def finetune_step(shape: ModelShape, batch: int, seq_len: int) -> int:
     return batch * (3 * matmuls + 7 * attention_forward // 2)
 
 
+def allreduce_bus_factor(world_size: int) -> float:
+    """Bytes each process sends (and receives) per message byte in an all-reduce, ``2 (n - 1) / n``: a
+    ring reduce-scatter then all-gather, each moving ``(n - 1) / n`` of the message. nccl-tests' bus
+    bandwidth is the algorithm bandwidth (message bytes / time) times this, comparable to a link's
+    speed whatever the number of processes."""
+    return 2 * (world_size - 1) / world_size
+
+
+def allreduce(message_bytes: int, world_size: int) -> Cost:
+    """One all-reduce of ``message_bytes`` over ``world_size`` processes, as its bus bytes (so its rate is
+    the bus bandwidth); the additions are not counted (never what limits an all-reduce)."""
+    bus = round(message_bytes * allreduce_bus_factor(world_size))
+    return Cost(bytes=bus, flops=0, details={"message_bytes": message_bytes, "bus_bytes": bus,
+                                             "bus_factor": allreduce_bus_factor(world_size)})
+
+
 def copy(elements: int, elem_bytes: int) -> Cost:
     """``b = a``: every element read once and written once."""
     return Cost(bytes=2 * elements * elem_bytes, flops=0)

@@ -15,17 +15,30 @@ calls (the cost's phases): ``median_gbps`` / ``median_tflops`` at the median tim
 Matmuls run at a square size and at the shapes models run: ``model_matmul_shapes``
 gives a model's projection shapes at prefill and decode token counts, because a
 skinny decode product or a wide prefill one is not the square one's rate.
+
+The communication ceiling, ``AllReduceWorkload``, runs in every process of a
+torchrun job (``llmbench peak --nproc N``): fp32 sum all-reduces of one message
+size per point, back to back, each marked on the step clock. Every process runs
+the same fixed number of calls (a time budget could end them at different calls
+and leave one waiting in a collective forever), and a call takes as long as its
+slowest process, so each call's time is the maximum over processes. Its rate is
+the bus bandwidth as nccl-tests defines it (``cost.allreduce``), from the
+shortest call, with the spread beside it as for the other ceilings.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
+import torch.distributed as torch_dist
 
 from workloads import cost
+from workloads.distributed import Dist
 from workloads.precision import PRECISIONS, Precision
-from workloads.workload import Calls
+from workloads.stats import spread, summary
+from workloads.workload import Calls, Runs
 
 BEST_TIME = "time_ms_min"  # the runner's shortest call: what a ceiling's rate is timed by
 SPREAD_TIMES = {"median": "time_ms", "p10": "time_ms_p90", "p90": "time_ms_p10"}  # rate percentile -> its time
@@ -121,5 +134,58 @@ class MicroWorkload:
             work = cost.triad(self._elements(point), 4)
         else:
             work = cost.matmul(*point.shape, self.precision.bytes_per_element)
+        phases = {name: replace(work, timed_by=time) for name, time in SPREAD_TIMES.items()}
+        return replace(work, timed_by=BEST_TIME, phases=phases)
+
+
+ALLREDUCE_CALLS = 20  # timed all-reduces per message size, the same in every process
+
+
+class AllReduceWorkload:
+    """Sum all-reduces of fp32 messages of ``point.size`` bytes over every process of the job ``dist``
+    (whose process group is joined): one point per size, ``calls`` timed calls after as many untimed."""
+
+    def __init__(self, device: torch.device, points: list[MicroPoint], dist: Dist, fingerprint: dict | None = None,
+                 calls: int = ALLREDUCE_CALLS):
+        self.device, self.points, self.dist, self.calls = device, points, dist, calls
+        self.precision = PRECISIONS["fp32"]
+        self.fingerprint = fingerprint
+
+    def setup(self) -> None:
+        pass
+
+    def teardown(self) -> None:
+        pass
+
+    def fields(self, point: MicroPoint) -> dict:
+        fingerprint = {"fingerprint": self.fingerprint} if self.fingerprint is not None else {}
+        return {"workload": "allreduce", "dtype": "fp32", "weights_dtype": "float32", "device": str(self.device),
+                "message_bytes": point.size // 4 * 4, "elements": point.size // 4, "world_size": self.dist.world_size,
+                "nodes": self.dist.nodes, "nproc_per_node": self.dist.local_world_size,
+                "backend": self.dist.backend, "calls": self.calls, **fingerprint}
+
+    def region(self, point: MicroPoint) -> Runs:
+        message = torch.rand(point.size // 4, device=self.device)
+
+        def run(clock, index):
+            clock.start()
+            for _ in range(self.calls):
+                torch_dist.all_reduce(message)
+                clock.tick()
+            return clock.stop()
+
+        def summarize(timelines) -> dict:
+            ticks = timelines[-1].ticks_ms
+            mine = torch.tensor([b - a for a, b in zip([0.0, *ticks], ticks)], dtype=torch.float64, device=self.device)
+            torch_dist.all_reduce(mine, op=torch_dist.ReduceOp.MAX)  # a call lasts until its slowest process
+            times = mine.tolist()
+            return {**summary(times, "time_ms"), **spread(times, "time_ms"), "time_ms_min": float(np.min(times)),
+                    "repeats": len(times), "samples": {"time_ms": times}}
+
+        return Runs(run=run, summarize=summarize, warmup=1, repeats=1)
+
+    def cost(self, point: MicroPoint) -> cost.Cost:
+        """Bus bytes of one call (nccl-tests' bus bandwidth), timed by the shortest call, spread as phases."""
+        work = cost.allreduce(point.size // 4 * 4, self.dist.world_size)
         phases = {name: replace(work, timed_by=time) for name, time in SPREAD_TIMES.items()}
         return replace(work, timed_by=BEST_TIME, phases=phases)

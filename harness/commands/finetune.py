@@ -13,23 +13,19 @@ per-step maximum over processes, peak memory is the largest process's, and only
 rank 0 writes the one record of the run. Ceilings are looked up (or measured)
 after training, on rank 0, so they never compete with the training processes.
 
-``--nproc N`` starts the N processes itself: this process becomes torchrun's
-elastic agent (``torch.distributed.run``, as ``torchrun --standalone
---nproc-per-node N``) and runs ``python -m harness finetune`` with the same
-options in each; the command it runs is printed first, so it can be run by hand.
+``--nproc N`` starts the N processes itself (``harness.launch``): this process
+becomes torchrun's elastic agent and runs ``python -m harness finetune`` with the
+same options in each; the command is printed first, so it can be run by hand.
 Everything is checked here before any process starts, so a mistake is one line,
 not N tracebacks. Started by torchrun (by hand, or on each node of a multi-node
-SLURM job), leave ``--nproc`` out: torchrun's own parser takes an option after the
-module that is a prefix of its own (``--nproc`` of ``--nproc-per-node``) and stops.
-Where it reaches this command anyway it must equal the processes torchrun started
-on the node.
+SLURM job), leave ``--nproc`` out (see ``harness.launch``); given, it must equal
+the processes torchrun started on the node.
 ``--fsdp`` shards the model with FSDP2 instead of replicating it (DDP).
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 
 from harness import options
@@ -107,71 +103,25 @@ def validate(args) -> None:
     _request(args)
 
 
-def _check_launch(nproc: int, device) -> None:
-    """Whether ``nproc`` local processes can run on ``device`` (one GPU each)."""
-    import torch
-
-    from workloads.errors import UserError
-
-    if device.type == "cuda":
-        count = torch.cuda.device_count()
-        if device.index not in (None, 0):
-            raise UserError(f"--nproc gives each process its own GPU (0 to {nproc - 1}); pick the GPUs with "
-                            f"CUDA_VISIBLE_DEVICES instead of --device {device}")
-        if nproc > count:
-            raise UserError(f"--nproc {nproc} needs {nproc} GPUs, one per process; this node shows {count}")
-
-
-def launch(args, nproc: int, device) -> int:
-    """Start ``nproc`` processes of this same command under torchrun's elastic agent (this process), as
-    ``torchrun --standalone --nproc-per-node nproc``; 0 when all of them succeed."""
-    import os
-
-    from torch.distributed import run as torchrun
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-
-    # without --nproc: torchrun's own parser would take it for a prefix of its --nproc-per-node
-    argv = ["finetune", *options.command_line(args.command_parser, args, skip=("nproc",))]
-    words = ["--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0", "-m", "harness", *argv]
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # share the cores, never oversubscribe
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
-    print("+ torchrun " + " ".join(shlex.quote(w) for w in words), file=sys.stderr, flush=True)
-    launcher = torchrun.parse_args(words[:-len(argv)])  # the command's own words stay out of torchrun's parser
-    launcher.training_script_args = argv
-    try:
-        torchrun.run(launcher)
-    except ChildFailedError as exc:
-        failures = sorted(exc.failures.items())
-        rank, failure = failures[0]
-        print(f"llmbench finetune: {len(failures)} of {nproc} processes failed (rank {rank}: exit code "
-              f"{failure.exitcode}); see their output above", file=sys.stderr)
-        return 1
-    return 0
-
-
 def run(args) -> int:
-    from harness import ceilings, roofline, runner, views
+    from harness import ceilings, launch, roofline, runner, views
     from harness.envinfo import capture, device_name
     from harness.records import RECORDS_FILE, append_record, new_run_id
-    from workloads.errors import UserError
-    from workloads.finetune import Dist, FinetuneWorkload
+    from workloads.distributed import Dist
+    from workloads.finetune import FinetuneWorkload
     from workloads.micro import model_matmul_shapes, projection_sizes
     from workloads.precision import resolve_device
 
     dist = Dist.from_env()
-    under_launcher = Dist.under_launcher()
-    if under_launcher and args.nproc not in (None, dist.local_world_size):
-        raise UserError(f"--nproc {args.nproc}, but torchrun started {dist.local_world_size} process(es) on this "
-                        "node: give the same number to both (or leave --nproc out under torchrun)")
-    nproc = 1 if under_launcher else (args.nproc or 1)
+    nproc = launch.processes(args.nproc, dist)
     device = dist.device(resolve_device(args.device))
     spec, precision, point, train = _request(args, device)
     if nproc > 1:
-        _check_launch(nproc, device)
+        launch.check_gpus(nproc, device)
         workload = FinetuneWorkload(spec, precision, device, point, train)
         workload.load_data()  # the data's mistakes are the user's: one line here, before any process starts
         options.check_writable(args.out)
-        return launch(args, nproc, device)
+        return launch.local("finetune", args, nproc, device)
     workload = FinetuneWorkload(spec, precision, device, point, train, dist)
     workload.load_data()
     if dist.main:

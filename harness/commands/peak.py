@@ -9,6 +9,14 @@ the datasheet; below it, each kind's spread and the sizes tried, and the
 environment fingerprint the ceilings belong to. The records go next to the
 benchmarks they explain; every later command on the same ``--out`` divides by them
 (and measures them again when its fingerprint differs).
+
+With more than one GPU on the node (or ``--nproc N`` > 1, on CPUs too, over gloo)
+it then measures the communication ceiling: it starts N processes under torchrun
+(``harness.launch``), and each runs ``llmbench peak`` again, which under torchrun
+measures only that: sum all-reduces of fp32 messages from 1 MiB to 1 GiB (64 MiB
+on a CPU), the bus bandwidth as nccl-tests defines it (``workloads.micro``),
+recorded by rank 0. Started by torchrun on several nodes (a multi-node sweep
+point), it measures the all-reduce across the nodes.
 """
 
 from __future__ import annotations
@@ -38,11 +46,23 @@ def add_parser(sub) -> None:
                     help="also measure the matmul shapes of this preset's projections (or local model directory)")
     pk.add_argument("--tokens", type=options.int_list, default=[1, 512], metavar=options.INT_LIST,
                     help="with --model: the token counts its projections run at (decode batch, prefill batch x prompt)")
+    pk.add_argument("--nproc", type=options.positive_int, default=None,
+                    help="processes for the all-reduce ceiling, one GPU each (default: this node's GPUs when more "
+                         "than one, else 1: none); more than one starts them under torchrun after the other "
+                         "ceilings. Under torchrun, peak measures only the all-reduce, across all its processes")
+    pk.add_argument("--allreduce-mb", type=options.int_list, default=None, metavar=options.INT_LIST,
+                    help="MiB per all-reduce message, each size tried (default 1,4,16,64,256,1024 on GPU; "
+                         "1,4,16,64 on CPU)")
     options.add_out(pk)
-    pk.set_defaults(validate=validate)
+    pk.set_defaults(validate=validate, command_parser=pk)
+
+
+ALLREDUCE_MB = {"cuda": [1, 4, 16, 64, 256, 1024], "cpu": [1, 4, 16, 64]}
 
 
 def _size(r: dict) -> str:
+    if r["workload"] == "allreduce":
+        return f"{r['message_bytes'] / 2**20:g} MiB"
     if r["workload"] == "matmul":
         return f"{r['m']}x{r['n']}x{r['k']}"
     return f"{r['elements'] * 4 / 2**20:g} MiB"
@@ -71,17 +91,64 @@ def validate(args) -> None:
         options.names(args.dtype, PRECISIONS, "dtype")
 
 
+def allreduce(args, dist) -> int:
+    """Under torchrun: the all-reduce ceiling across every process of the job; rank 0 records and prints."""
+    from harness import ceilings, runner, views
+    from harness.envinfo import capture
+    from harness.memory import available_bytes
+    from harness.records import new_run_id
+    from workloads.errors import UserError
+    from workloads.micro import AllReduceWorkload, MicroPoint
+    from workloads.precision import resolve_device
+
+    device = dist.device(resolve_device(args.device))
+    if dist.world_size < 2:
+        raise UserError("under torchrun, llmbench peak measures the all-reduce ceiling, which needs 2 or more "
+                        "processes; torchrun started 1")
+    sizes = args.allreduce_mb or ALLREDUCE_MB["cuda" if device.type == "cuda" else "cpu"]
+    share = available_bytes(device) // (dist.local_world_size if device.type == "cpu" else 1)
+    if 2 * (max(sizes) << 20) > share:
+        raise UserError(f"--allreduce-mb {max(sizes)}: more than half the {share >> 20} MiB free per process")
+    if dist.main:
+        options.check_writable(args.out)
+    dist.init(device)
+    try:
+        env = capture(device)
+        work = AllReduceWorkload(device, [MicroPoint(mb << 20) for mb in sizes], dist,
+                                 ceilings.fingerprint(device, env))
+        records = runner.run([work], new_run_id(), env, out=args.out if dist.main else None, progress=False,
+                             note=views.ceiling_note if dist.main else None)
+    finally:
+        dist.close()
+    if dist.main:
+        print(f"all-reduce over {dist.world_size} processes on {dist.nodes} node(s), {records[0].get('backend')}: "
+              "bus bandwidth (nccl-tests: message bytes / time x 2 (n-1)/n), best call of each size")
+        for best, group in ceilings.best_per_kind(records):
+            print("  " + spread_line(best, group))
+    return 0 if all(r["status"] == "ok" for r in records) else 1
+
+
 def run(args) -> int:
-    from harness import ceilings, views
+    import torch
+
+    from harness import ceilings, launch, views
     from harness.envinfo import capture
     from harness.memory import available_bytes
     from harness.records import RECORDS_FILE, new_run_id
     from workloads.choices import PRECISIONS
+    from workloads.distributed import Dist
     from workloads.errors import UserError
     from workloads.micro import model_matmul_shapes, projection_sizes
     from workloads.precision import check_supported, parse_precision, resolve_device
 
+    dist = Dist.from_env()
+    if dist.under_launcher():
+        launch.processes(args.nproc, dist)
+        return allreduce(args, dist)
     device = resolve_device(args.device)
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 1
+    nproc = launch.processes(args.nproc, dist) if args.nproc else gpus
+    launch.check_gpus(nproc, device)
     if args.dtype == "all":
         precisions = []
         for name in PRECISIONS:
@@ -119,4 +186,8 @@ def run(args) -> int:
     print("fingerprint (other commands measure again when it changes): "
           + ", ".join(f"{k}={v}" for k, v in fingerprint.items()))
     print(f"\nrecords: {args.out / RECORDS_FILE}")
-    return 0 if all(r["status"] == "ok" for r in records) else 1
+    code = 0 if all(r["status"] == "ok" for r in records) else 1
+    if nproc > 1:
+        print(f"\nthe all-reduce ceiling, over {nproc} processes:", flush=True)
+        code = max(code, launch.local("peak", args, nproc, device))
+    return code

@@ -239,3 +239,22 @@ def test_decode_measures_missing_ceilings_once(tmp_path, monkeypatch, capsys):
     for r in recs[-2:]:
         assert 0 < r["derived"]["mbu"] and r["derived"]["bound"] in ("memory", "compute", "overhead")
     assert "% peak BW" in capsys.readouterr().out
+
+
+def test_allreduce_ceilings_are_kept_per_world_size_and_never_pick_the_fingerprint():
+    """All-reduce records come from processes with their own thread counts: they must not make the device's
+    copy and matmul ceilings look stale."""
+    def reduce(world, gbps, stamp):
+        record = make_record(run_id="p", point={"workload": "allreduce", "dtype": "fp32", "world_size": world,
+                                                "fingerprint": {"threads": 1}},
+                             derived={"achieved_gbps": gbps}, env=ENV)
+        return {**record, "timestamp": stamp}
+
+    mine = {"threads": 2}
+    records = [peak("copy", "fp32", gbps=20, fp=mine, stamp="2025-01-01T00:00:00+00:00"),
+               reduce(2, 1.5, "2025-01-02T00:00:00+00:00"), reduce(2, 1.7, "2025-01-02T00:00:01+00:00"),
+               reduce(4, 1.1, "2025-01-02T00:00:02+00:00")]
+    c = from_records(records)[device_key({"env": ENV})]
+    assert c.fingerprint == mine and c.copy_gbps == 20 and c.matmul_tflops == {}
+    assert c.allreduce_gbps == {2: 1.7, 4: 1.1}
+    assert ceilings.latest_fingerprints(records) == {device_key({"env": ENV}): mine}

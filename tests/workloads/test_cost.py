@@ -279,3 +279,8 @@ def test_mixtral_8x7b_active_parameters():
     assert shape.matmul_params == active - vocab * hidden - (2 * layers + 1) * hidden  # no embedding gather, norms
     step = cost.decode_step(shape, batch=1, cached=0, elem_bytes=2)
     assert step.weight_bytes == (active - vocab * hidden + hidden) * 2  # one token: 2 experts per layer
+
+
+def test_allreduce_bus_factor_is_two_n_minus_one_over_n():
+    assert [cost.allreduce_bus_factor(n) for n in (1, 2, 4, 8)] == [0.0, 1.0, 1.5, 1.75]
+    assert cost.allreduce(1000, 4).bytes == 1500 and cost.allreduce(1000, 4).flops == 0

@@ -55,31 +55,6 @@ def test_lean_with_checkpointing_eager_attention_and_bf16_autocast(clock_class):
     assert workload.record_fields()["autocast_dtype"] == "bfloat16"
 
 
-def test_dist_reads_torchrun_environment(monkeypatch):
-    from workloads.finetune import Dist
-
-    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_WORLD_SIZE", "TORCHELASTIC_RUN_ID"):
-        monkeypatch.delenv(name, raising=False)
-    assert Dist.from_env() == Dist() and not Dist.under_launcher()
-    monkeypatch.setenv("RANK", "5")
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    monkeypatch.setenv("WORLD_SIZE", "8")
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    dist = Dist.from_env()
-    assert (dist.rank, dist.local_rank, dist.world_size, dist.local_world_size, dist.nodes) == (5, 1, 8, 4, 2)
-    assert Dist.under_launcher() and not dist.main
-    assert dist.device(torch.device("cuda")) == torch.device("cuda", 1)
-    monkeypatch.setenv("GROUP_WORLD_SIZE", "3")  # torchrun's count of agents (nodes) wins when it is there
-    assert Dist.from_env().nodes == 3
-
-
-def test_parallel_strategy_names():
-    from workloads.finetune import Dist
-
-    assert Dist().parallel(fsdp=False) is None and Dist().parallel(fsdp=True) == "fsdp"
-    assert Dist(world_size=2, local_world_size=2).parallel(fsdp=False) == "ddp"
-
-
 def test_gradient_bytes_synchronised_per_step():
     from workloads.finetune import grad_sync_bytes
 

@@ -83,3 +83,39 @@ def test_model_matmul_shapes_at_prefill_and_decode_token_counts():
                                            ("gpt2", (768, 3072)), ("tiny-llama", (64, 128))])
 def test_projection_sizes_read_each_family_config(preset, sizes):
     assert projection_sizes(resolve_model(preset).config) == sizes
+
+
+@pytest.mark.parametrize("world, factor", [(2, 1.0), (4, 1.5), (8, 1.75)])
+def test_allreduce_cost_is_the_bus_bytes_of_nccl_tests(world, factor):
+    """nccl-tests: busbw = algbw x 2 (n-1)/n, so the bytes a call is charged are the message's times that."""
+    from workloads.distributed import Dist
+    from workloads.micro import AllReduceWorkload
+
+    point = MicroPoint(64 << 20)
+    w = AllReduceWorkload(CPU, [point], Dist(world_size=world, local_world_size=world))
+    cost = w.cost(point)
+    assert cost.bytes == (64 << 20) * factor and cost.flops == 0 and cost.timed_by == BEST_TIME
+    assert cost.block() == {"message_bytes": 64 << 20, "bus_bytes": cost.bytes, "bus_factor": factor}
+    assert cost.phases["median"].timed_by == "time_ms" and cost.phases["median"].bytes == cost.bytes
+    fields = w.fields(point)
+    assert (fields["workload"], fields["world_size"], fields["elements"], fields["calls"]) == \
+        ("allreduce", world, 16 << 20, 20)
+
+
+def test_allreduce_runs_the_same_calls_in_every_process_and_takes_the_slowest(clock_class):
+    """In a group of one (gloo): every call marked, the summary over exactly ``calls`` calls."""
+    from workloads.distributed import Dist
+    from workloads.micro import AllReduceWorkload
+
+    dist = Dist()
+    dist.init(CPU, always=True)
+    try:
+        w = AllReduceWorkload(CPU, [MicroPoint(4096)], dist, calls=5)
+        region = w.region(w.points[0])
+        assert (region.warmup, region.repeats) == (1, 1)
+        metrics = region.summarize([region.run(clock_class(), 0)])
+        assert metrics["repeats"] == 5 and len(metrics["samples"]["time_ms"]) == 5
+        assert metrics["time_ms_min"] == min(metrics["samples"]["time_ms"]) > 0
+        assert w.fields(w.points[0])["backend"] == "gloo"
+    finally:
+        dist.close()

@@ -1,10 +1,15 @@
 """``llmbench peak``: copy and triad at every buffer size, a square matmul per precision (plus a model's
 shapes with --model), stored as records; the table shows the best per kind, the lines below it the
-spread and the sizes tried, and the fingerprint."""
+spread and the sizes tried, and the fingerprint; with --nproc 2 the all-reduce ceiling over gloo."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from harness import cli
+from harness import ceilings, cli
 from harness.commands.peak import spread_line
 from harness.records import read_records
 
@@ -58,6 +63,8 @@ def test_spread_line_reports_best_median_p10_p90_and_sizes():
     (["--dtype", ","], "--dtype needs at least one value"),
     (["--dtype", "bf17"], "unknown dtype 'bf17'"),
     (["--model", "no-such-model"], "unknown model preset 'no-such-model'"),
+    (["--allreduce-mb", "0"], "argument --allreduce-mb: every value must be at least 1"),
+    (["--nproc", "0"], "argument --nproc: must be at least 1"),
 ])
 def test_bad_input_exits_2(tmp_path, capsys, args, message):
     try:
@@ -72,3 +79,35 @@ def test_a_buffer_larger_than_free_memory_is_refused(tmp_path, capsys):
     assert cli.main(["peak", "--device", "cpu", "--buffer-mb", f"1,{1 << 40}", "--out", str(tmp_path / "out")]) == 2
     assert f"--buffer-mb {1 << 40}: triad needs three buffers" in capsys.readouterr().err
     assert not (tmp_path / "out" / "records.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_nproc_2_adds_the_allreduce_ceiling_over_gloo(tmp_path):
+    """After its own ceilings, peak starts 2 processes under torchrun; they all-reduce 1 and 2 MiB fp32
+    messages (gloo) and rank 0 records the bus bandwidth: 2 (n-1)/n = 1x the message bytes per call at n = 2."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    cmd = [sys.executable, "-m", "harness", "peak", "--device", "cpu", "--buffer-mb", "1", "--matmul-n", "16",
+           "--dtype", "fp32", "--nproc", "2", "--allreduce-mb", "1,2", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = read_records([tmp_path])
+    assert [r["workload"] for r in records] == ["copy", "triad", "matmul", "allreduce", "allreduce"]
+    reduce = records[3:]
+    assert [r["message_bytes"] for r in reduce] == [1 << 20, 2 << 20]
+    for r in reduce:
+        assert (r["status"], r["world_size"], r["nodes"], r["backend"], r["dtype"]) == ("ok", 2, 1, "gloo", "fp32")
+        assert r["cost"] == {"message_bytes": r["message_bytes"], "bus_bytes": r["message_bytes"], "bus_factor": 1.0}
+        assert r["metrics"]["repeats"] == 20 and r["metrics"]["time_ms_p90"] >= r["metrics"]["time_ms_min"] > 0
+        assert r["derived"]["achieved_gbps"] == pytest.approx(r["message_bytes"] / r["metrics"]["time_ms_min"] / 1e6)
+    found = ceilings.from_records(records)[ceilings.device_key(records[0])]
+    assert found.allreduce_gbps == {2: max(r["derived"]["achieved_gbps"] for r in reduce)}
+    assert found.copy_gbps and found.fingerprint == records[0]["fingerprint"]  # the others' fingerprint stays current
+    assert "all-reduce over 2 processes on 1 node(s), gloo" in done.stdout and "allreduce fp32: best" in done.stdout
+    assert "sizes tried: 1 MiB" in done.stdout
+
+
+def test_under_torchrun_one_process_cannot_all_reduce(tmp_path, monkeypatch, capsys):
+    for name, value in {"LOCAL_WORLD_SIZE": "1", "WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["peak", "--device", "cpu", "--out", str(tmp_path)]) == 2
+    assert "measures the all-reduce ceiling, which needs 2 or more processes" in capsys.readouterr().err

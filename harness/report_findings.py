@@ -136,7 +136,8 @@ def best_of(records: list[dict], field: str, what: str) -> list[str]:
                 f"{second.get(field)} ({views.si(_rate(first))} vs {views.si(_rate(second))} tok/s)."]
     parts = []
     for name, ratios in sorted(wins.items(), key=lambda kv: -len(kv[1])):
-        spread = f"{min(ratios):.2f}x" if len(ratios) == 1 else f"{min(ratios):.2f}-{max(ratios):.2f}x"
+        low, high = f"{min(ratios):.2f}", f"{max(ratios):.2f}"
+        spread = f"{low}x" if low == high else f"{low}-{high}x"
         parts.append(f"**{name}** is fastest at {len(ratios)} of {n} points ({spread} the next)")
     tie = f"no significant winner at {ties} point(s) (the top two within each other's 95% CI)"
     if not parts:

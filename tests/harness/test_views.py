@@ -7,6 +7,7 @@ import pytest
 from harness import views
 from harness.ceilings import Ceilings, spec_for
 from harness.records import make_record
+from harness.tables import render
 
 
 def decode(dtype, engine, rate, batch=1, status="ok"):
@@ -183,3 +184,110 @@ def test_speedup_carries_its_interval_or_says_there_is_no_difference():
     assert 1.4 < float(low) < 1.5 < float(high) < 1.6
     assert "no significant difference" in rows["fp16"]
     assert rows["bf16"].split()[6] == "1.00" and rows["bf16"].split()[7] == "-"  # the baseline has no interval
+
+
+# ------------------------------------------------ the report's tables (issue 16)
+
+
+def engine_point(engine, dtype="bf16", batch=1, cache=None, **extra):
+    r = decode(dtype, engine, 100.0 * batch, batch=batch)
+    r["cache"] = cache or ("static" if engine == "lean" else "dynamic")
+    r.update(extra)
+    return r
+
+
+def test_varying_fields_in_reading_order_and_the_constant_ones_once():
+    records = [engine_point(e, d, b) for e in ("lean", "hf") for d in ("fp32", "bf16") for b in (1, 4)]
+    varying, constant = views.varying_fields(records)
+    assert varying == ["engine", "cache", "dtype", "batch_size"]
+    assert constant == {"model": "m", "prompt_len": 8, "new_tokens": 4}  # seq_len, device... are not compared
+    assert views.constant_line(constant) == "Same in every row: model m, prompt 8, new 4."
+    assert views.follows(records, "cache", "engine") and not views.follows(records, "engine", "dtype")
+    assert views.independent(varying, records) == ["engine", "dtype", "batch_size"]  # cache follows the engine
+    assert views.point_label(records[0], ["engine", "batch_size"]) == "lean b1"
+
+
+def test_decode_report_table_separates_every_varying_field_in_3_significant_figures():
+    records = [engine_point(e, d) for e in ("lean", "hf") for d in ("fp32", "bf16")]
+    records[0]["metrics"].update(tokens_per_s=1234.5, tokens_per_s_ci_low=1200.0, tokens_per_s_ci_high=1260.0)
+    records[0]["derived"]["mbu"] = 1.0667
+    rows, columns, same = views.decode_report_table(records)
+    keys = [c[0] for c in columns]
+    assert keys[:3] == ["engine", "cache", "dtype"] and "model" not in keys and "batch_size" not in keys
+    assert [(r["engine"], r["dtype"]) for r in rows] == [("hf", "fp32"), ("hf", "bf16"), ("lean", "fp32"),
+                                                        ("lean", "bf16")]  # names, then precisions in order
+    lean_fp32 = rows[2]
+    assert lean_fp32["ci"] == "1.20k-1.26k" and isinstance(lean_fp32["mbu"], views.Impossible)
+    text = render(rows, columns)
+    assert "tok/s (" not in text and "1.23k" in text and "107!" in text and "TTFT (s)" in text
+    assert "2.00m" in text  # a TTFT of 2 ms, in seconds with its prefix
+    assert same == "Same in every row: model m, batch 1, prompt 8, new 4."
+
+
+def test_energy_rows_only_for_records_with_telemetry():
+    hot = engine_point("hf")
+    hot["telemetry"] = {"joules_per_token": 0.25, "tokens_per_joule": 4.0, "power_w_mean": 350.0,
+                        "sm_clock_mhz": 1755.0, "mem_clock_mhz": 2619.0, "temp_c_max": 71.0,
+                        "throttle_reasons": ["sw_power_cap", "hw_slowdown"]}
+    cold = engine_point("lean")
+    assert views.has_energy(hot) and not views.has_energy(cold)
+    rows, columns, _ = views.energy_report_table([hot, cold])
+    assert len(rows) == 1 and "engine" not in [c[0] for c in columns]  # one record: nothing varies
+    text = render(rows, columns)
+    assert "250m" in text and "1.76G" in text and "sw_power_cap, hw_slowdown" in text and "SM clock (Hz)" in text
+
+
+def test_environment_rows_name_versions_git_and_slurm():
+    a, b = engine_point("hf"), engine_point("lean")
+    a["env"] = {"torch": "2.13.0", "git_sha": "0123456789abcdef-dirty", "slurm_job_id": "11", "host": "n1",
+                "slurm_array_task_id": "10"}
+    b["env"] = {"torch": "2.13.0", "git_sha": "fedcba9876543210", "slurm_job_id": "11", "host": "n2",
+                "slurm_array_task_id": "9"}
+    b["run_id"] = "other"
+    rows = {r["what"]: r["value"] for r in views.environment_rows([a, b])}
+    assert rows["torch"] == "2.13.0" and rows["host"] == "n1, n2" and rows["SLURM array tasks"] == "9, 10"
+    assert rows["git sha"] == "0123456789ab (dirty: uncommitted changes), fedcba987654"
+    assert rows["runs merged"] == "2 (2 records)" and "driver" not in rows
+
+
+def compiled(kernel, arch, head_dim, candidate, spill=0, case="causal", status="ok", fits=True):
+    point = {"workload": "kernel-compile", "kernel": kernel, "arch": arch, "dtype": "bf16", "head_dim": head_dim,
+             "case": case, "candidate": candidate, "device": None}
+    if status != "ok":
+        return make_record(run_id="c", point=point, status="failed", error="ptxas: out of memory")
+    return make_record(run_id="c", point=point, metrics={
+        "registers": 255 if spill else 128, "spill_stores_bytes": spill, "spill_loads_bytes": spill,
+        "stack_bytes": spill, "shared_bytes": 98304, "programs_per_sm": 1, "warps_per_sm": 8, "occupancy": 0.125,
+        "fits": fits, "clean": fits and not spill, "compile_s": 2.0})
+
+
+def test_compile_table_rows_and_summary():
+    records = [compiled("attention.fwd", "sm_90", 128, "BLOCK_M=128 w8", spill=0),
+               compiled("attention.fwd", "sm_90", 128, "BLOCK_M=64 w4", spill=96),
+               compiled("attention.fwd", "sm_80", 128, "BLOCK_M=128 w8", spill=0, case="noncausal"),
+               compiled("attention.bwd_dkdv", "sm_100", 128, "BLOCK_M=64 w8", spill=996),
+               compiled("attention.bwd_dkdv", "sm_100", 128, "BLOCK_M=32 w8", fits=False),
+               compiled("attention.bwd_dkdv", "sm_100", 128, "BLOCK_M=16 w8", status="failed")]
+    rows = views.compile_rows(records)
+    assert [(r["kernel"], r["arch"]) for r in rows][:3] == [("attention.bwd_dkdv", "sm_100")] * 3
+    assert [r["arch"] for r in rows][3:] == ["sm_80", "sm_90", "sm_90"]  # sm_80 before sm_90 before sm_100
+    spilled = next(r for r in rows if r["candidate"] == "BLOCK_M=64 w4")
+    assert (spilled["registers"], spilled["spill_stores"], spilled["shared_kb"], spilled["occupancy"],
+            spilled["status"]) == (255, 96, 96.0, 12.5, "spills")
+    assert {r["status"] for r in rows} >= {"ok", "spills", "does not fit", "failed: ptxas: out of memory"}
+    table = views.compile_table(records)
+    assert table.splitlines()[0].split()[:4] == ["kernel", "arch", "dtype", "head"]
+    assert views.compile_summary(records) == [
+        "attention.bwd_dkdv sm_100 head dim 128: NO spill-free candidate for causal (least: BLOCK_M=32 w8, does "
+        "not fit) (causal 0/3 clean)",
+        "attention.fwd sm_80 head dim 128: spill-free candidate in every case (noncausal 1/1 clean)",
+        "attention.fwd sm_90 head dim 128: spill-free candidate in every case (causal 1/2 clean)",
+    ]
+    assert table.endswith(views.compile_summary(records)[-1])
+
+
+def test_other_views_ignore_compile_records():
+    records = [compiled("attention.fwd", "sm_90", 64, "w4"), engine_point("hf")]
+    assert views.record_label(records[0]).startswith("kernel-compile")
+    assert views.other_warnings(records) == [] and views.roofline_warnings(records) == []
+    assert views.not_completed_rows([compiled("a", "sm_80", 64, "w4", status="failed")])[0]["points"] == 1

@@ -4,7 +4,8 @@
 B200?" on a machine with no GPU. A **case** is one way the wrappers launch the kernels
 (``kernels.attention.attention`` forward and backward, causal or not, with a padding
 mask or GQA; ``kernels.decode_attention.decode_attention`` over a contiguous or paged
-cache, with a mask) at one dtype and head dim. Each case runs its wrapper on ``meta``
+cache, with a mask, on int8 or fp8 caches; ``kernels.int8_linear.int8_linear`` for decode
+and prefill) at one dtype and head dim. Each case runs its wrapper on ``meta``
 tensors under ``kernels.common.capture_launches``, so the launches compiled are the
 ones the wrapper really makes (same arguments, same specialisation), and every
 autotune candidate of the arch's table is compiled by ``kernels.resources``. A new
@@ -50,7 +51,12 @@ CASES = {
         "fp8": "decode attention, 1 new token, paged float8_e4m3fn cache with a scale per token and KV head "
                "(sm_89 and newer)",
     },
+    "int8_linear": {
+        "decode": "int8-weight linear layer, 1 row, 4096 -> 14336 (Llama-3.1-8B's MLP up-projection)",
+        "prefill": "int8-weight linear layer, 512 rows, 4096 -> 14336",
+    },
 }
+HEADLESS = ("int8_linear",)  # families without a head dim (one case per dtype; head_dim is None)
 SEQ = 4096  # keys per sequence in every case
 FP8_CAPABILITY = 89  # the first architecture with fp8 (e4m3) conversions
 ATTENTION_HEADS = 16
@@ -62,13 +68,14 @@ class Case:
     family: str  # a key of CASES
     case: str  # a key of CASES[family]
     dtype: str  # a name from DTYPES
-    head_dim: int
+    head_dim: int | None  # None for the families in HEADLESS
 
 
 def cases(families: list[str], dtypes: list[str], head_dims: list[int]) -> list[Case]:
-    """Every case of the chosen families, in each dtype and head dim."""
+    """Every case of the chosen families, in each dtype and head dim (once per dtype where there is none)."""
     return [Case(family, case, dtype, head_dim)
-            for family in families for case in CASES[family] for dtype in dtypes for head_dim in head_dims]
+            for family in families for case in CASES[family] for dtype in dtypes
+            for head_dim in ([None] if family in HEADLESS else head_dims)]
 
 
 def _capture(case: Case, capability: int) -> list:
@@ -78,6 +85,7 @@ def _capture(case: Case, capability: int) -> list:
     from kernels.attention import attention
     from kernels.common import capture_launches
     from kernels.decode_attention import decode_attention
+    from kernels.int8_linear import int8_linear
     from workloads.precision import parse_precision
 
     precision = parse_precision(case.dtype)
@@ -90,7 +98,11 @@ def _capture(case: Case, capability: int) -> list:
     d = case.head_dim
     try:
         with capture_launches(capability) as launches:
-            if case.family == "attention":
+            if case.family == "int8_linear":
+                rows = 1 if case.case == "decode" else 512
+                int8_linear(empty(rows, 4096), empty(14336, 4096, dtype=torch.int8),
+                            empty(14336, dtype=torch.float32))
+            elif case.family == "attention":
                 kv_heads = ATTENTION_HEADS // 4 if case.case == "gqa4" else ATTENTION_HEADS
                 q = empty(2, ATTENTION_HEADS, SEQ, d, grad=True)
                 k, v = empty(2, kv_heads, SEQ, d, grad=True), empty(2, kv_heads, SEQ, d, grad=True)

@@ -18,9 +18,10 @@ from workloads.kernelcompile import CASES, Case, cases, without_clean
 
 
 def test_cases_cover_every_family_case_dtype_and_head_dim():
-    found = cases(["attention", "decode_attention"], ["bf16", "fp16"], [64, 128])
-    assert len(found) == (len(CASES["attention"]) + len(CASES["decode_attention"])) * 2 * 2
+    found = cases(["attention", "decode_attention", "int8_linear"], ["bf16", "fp16"], [64, 128])
+    assert len(found) == (len(CASES["attention"]) + len(CASES["decode_attention"])) * 2 * 2 + 2 * 2
     assert Case("decode_attention", "paged", "fp16", 128) in found
+    assert Case("int8_linear", "decode", "bf16", None) in found  # no head dim: once per dtype
     assert {c.family for c in cases(["decode_attention"], ["bf16"], [64])} == {"decode_attention"}
 
 
@@ -96,7 +97,9 @@ def compiled():
     tasks = [(Case(family, case, "bf16", head_dim), arch, head_dim == 64)
              for family, case in (("attention", "causal"), ("decode_attention", "paged"))
              for head_dim in (128, 64) for arch in ("sm_80", "sm_90")]
-    tasks += [(Case("decode_attention", "int8", "bf16", 128), arch, False) for arch in ("sm_80", "sm_90")]
+    tasks += [(Case(family, case, "bf16", head_dim), arch, False) for arch in ("sm_80", "sm_90")
+              for family, case, head_dim in (("decode_attention", "int8", 128), ("int8_linear", "decode", None),
+                                             ("int8_linear", "prefill", None))]
     return [row for rows in kernelcompile.run(tasks) for row in rows]
 
 
@@ -106,7 +109,7 @@ def test_every_kernel_compiles_for_sm80_and_sm90(compiled):
               for r in compiled if r["status"] != "ok"]
     assert not failed
     kernels = {(r["point"]["kernel"], r["point"]["arch"], r["point"]["head_dim"]) for r in compiled}
-    assert len(kernels) == 6 * 2 * 2  # fwd, delta, dkdv, dq, split, combine x arch x head dim
+    assert len(kernels) == 6 * 2 * 2 + 2  # fwd, delta, dkdv, dq, split, combine x arch x head dim; int8_linear
 
 
 @pytest.mark.compile
@@ -136,3 +139,14 @@ def test_fp8_before_sm89_is_skipped_not_compiled(monkeypatch):
     (row,) = kernelcompile.compile_case(Case("decode_attention", "fp8", "bf16", 64), "sm_80")
     assert row["status"] == "skipped" and "sm_89" in row["error"]
     assert without_clean([{**row["point"], "status": "skipped", "metrics": {}}]) == []
+
+
+def test_int8_linear_cases_capture_the_decode_and_prefill_launches():
+    from kernels.int8_linear import DECODE_CONFIGS, PREFILL_CONFIGS
+
+    (decode,) = kernelcompile._capture(Case("int8_linear", "decode", "bf16", None), 90)
+    (prefill,) = kernelcompile._capture(Case("int8_linear", "prefill", "bf16", None), 90)
+    assert resources.kernel_name(decode) == "int8_linear.int8_linear"
+    assert len(decode.configs) == len(DECODE_CONFIGS["hopper"]) and len(prefill.configs) == len(PREFILL_CONFIGS["hopper"])
+    assert decode.args[1].dtype == torch.int8 and decode.args[5:8] == (1, 14336, 4096)
+    assert prefill.args[5] == 512

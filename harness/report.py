@@ -57,9 +57,12 @@ def final_failures(records: list[dict]) -> tuple[list[dict], int]:
     return failed, len(retried)
 
 
-def build(inputs: list[Path], out: Path, title: str = TITLE, svg: bool = False) -> tuple[Path, Path]:
+def build(inputs: list[Path], out: Path, title: str = TITLE, svg: bool = False,
+          first: Path | None = None) -> tuple[Path, Path]:
     """Write ``out/report.md``, ``out/report.html`` and ``out/plots/`` (PNG, and SVG when ``svg``); returns
-    the two report paths."""
+    the two report paths. ``first``: a Markdown file shown before everything else (``llmbench suite``'s
+    targets), rendered like the rest."""
+    preface = _preface(first) if first else []
     records = read_records(inputs)
     if not records:
         raise UserError(f"no records found under {', '.join(map(str, inputs))}; run `llmbench decode` or "
@@ -102,7 +105,7 @@ def build(inputs: list[Path], out: Path, title: str = TITLE, svg: bool = False) 
              f"datasheet. Bytes per decode step = weights + KV read + KV written. {BOUND_SENTENCE} A value marked "
              f"'!' lies above its measured ceiling, which is impossible: {roofline.PEAK_HINT}.")
 
-    sections = []  # each a list of blocks: ("h2"|"h3", title), ("md", text), ("table", rows, cols), ("img", stem)
+    sections = [preface] if preface else []  # each a list of blocks: ("h2"|"h3", title), ("md", text), ("table", rows, cols), ("img", stem)
     findings = []
     for device in devices:
         lines = report_findings.device(decode.get(device, []), finetune.get(device, []), kernels.get(device, []),
@@ -178,6 +181,18 @@ def build(inputs: list[Path], out: Path, title: str = TITLE, svg: bool = False) 
     md_path.write_text(markdown(title, intro, sections))
     html_path.write_text(html(title, intro, sections, figures))
     return md_path, html_path
+
+
+def _preface(path: Path) -> list[tuple]:
+    """A Markdown file as the report's first section: its first heading is the section's title."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    lines = text.strip().splitlines()
+    if lines and lines[0].startswith("#"):
+        return [("h2", lines[0].lstrip("#").strip() or path.name), ("md", "\n".join(lines[1:]).strip())]
+    return [("h2", path.stem), ("md", text.strip())]
 
 
 def _finish(block: tuple, stems) -> tuple | None:

@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
     rp.add_argument("--out", type=options.folder, default=None, help="report folder (default: FIRST_INPUT/report)")
     rp.add_argument("--title", type=_title, default=None, help="the report's title (default: llmbench report)")
     rp.add_argument("--svg", action="store_true", help="also write every figure as SVG (vector, slower)")
+    rp.add_argument("--first", type=Path, default=None, metavar="FILE.md",
+                    help="a Markdown file to show first, rendered like the rest (e.g. llmbench suite's targets.md)")
 
 
 def _title(text: str) -> str:
@@ -37,7 +39,7 @@ def run(args) -> int:
     out = args.out or ((first if first.is_dir() else first.parent) / "report")
     options.check_writable(out)
     try:
-        md, html = build(args.inputs, out, title=args.title or TITLE, svg=args.svg)
+        md, html = build(args.inputs, out, title=args.title or TITLE, svg=args.svg, first=args.first)
     except OSError as exc:  # a full disk or a folder gone read-only while writing: the records are untouched
         print(f"llmbench report: could not write the report to {out}: {exc.strerror or exc}; the records are "
               "unchanged, free some space or pass --out elsewhere", file=sys.stderr)

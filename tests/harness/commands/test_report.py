@@ -51,3 +51,19 @@ def test_a_report_that_cannot_be_written_exits_1_and_keeps_the_records(tmp_path,
     err = capsys.readouterr().err
     assert "No space left on device" in err and "Traceback" not in err
     assert (run / RECORDS_FILE).read_bytes() == before
+
+
+def test_a_markdown_file_shown_first_is_rendered_not_printed(tmp_path, capsys):
+    run = tmp_path / "run"
+    append_record(run / RECORDS_FILE, make_record(run_id="p", point={"workload": "copy", "dtype": "fp32"},
+                                                  derived={"achieved_gbps": 10.0}, env={"device_name": "cpu"}))
+    targets = tmp_path / "targets.md"
+    targets.write_text("# llmbench suite: cpu\n\n## Targets\n\n| target | verdict |\n|---|---|\n| `peak` | met |\n")
+    assert cli.main(["report", str(run), "--first", str(targets)]) == 0
+    md = (run / "report" / "report.md").read_text()
+    assert md.index("## llmbench suite: cpu") < md.index("## cpu") and "| `peak` | met |" in md
+    html = (run / "report" / "report.html").read_text()
+    assert "<td><code>peak</code></td>" in html and "<h2>Targets</h2>" in html and "| target |" not in html
+    assert cli.main(["report", str(run), "--first", str(tmp_path / "missing.md")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read" in err and "missing.md" in err and "Traceback" not in err

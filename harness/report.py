@@ -149,9 +149,9 @@ def build(inputs: list[Path], out: Path, title: str = TITLE, svg: bool = False,
             blocks.append(("plot", plots.energy, (device, [r for r in energetic if r["workload"] == "decode"],
                                                   figures, f"energy-{n}")))
         if finetune.get(device):
-            rows = views.finetune_report_rows(finetune[device])
-            blocks += [("h3", "Fine-tune"), ("md", views.FINETUNE_NOTE),
-                       ("table", rows, views.FINETUNE_REPORT_COLUMNS), *notes(rows)]
+            rows, columns, same = views.finetune_report_table(finetune[device])
+            blocks += [("h3", "Fine-tune"), ("md", f"{views.FINETUNE_NOTE} {same}"), ("table", rows, columns),
+                       *notes(rows)]
         att = attention.get(device, [])
         blocks += views.attention_report_blocks(att)
         for dtype in sorted({r["dtype"] for r in att}):

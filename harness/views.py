@@ -276,6 +276,30 @@ def finetune_report_rows(records: list[dict]) -> list[dict]:
     return finetune_rows(keyed)
 
 
+FINETUNE_MEASURED = [("tok_s", "tok/s", "si"), ("samples_s", "samples/s", "si"), ("p50", "step p50 (s)", "si"),
+                     ("flops", "FLOP/s", "si"), ("mfu", "MFU (%)", "3g"), ("mem", "peak mem (B)", "si"),
+                     ("loss", "loss start -> end", "")]
+
+
+def finetune_report_table(records: list[dict]) -> tuple[list[dict], list[tuple], str]:
+    """Rows, columns and 'same in every row' line of a device's fine-tune table: a column per varying
+    point field (model, trainer, precision, sizes), then the measurements in 3 significant figures."""
+    varying, constant = varying_fields(records)
+    rows = []
+    for r, row in zip(records, finetune_rows(records)):
+        p50 = row["p50"]
+        rows.append({**{k: r.get(k) if isinstance(r.get(k), int) and not isinstance(r.get(k), bool)
+                        else _text(r.get(k)) for k in varying},
+                     "tok_s": row["tok_s"], "samples_s": row["samples_s"], "p50": None if p50 is None else p50 / 1e3,
+                     "flops": _per_s(row["tflops"], 1e12), "mfu": row["mfu"],
+                     "mem": None if row["mem"] is None else row["mem"] * 1e9, "loss": row["loss"]})
+    order = sorted(range(len(rows)), key=lambda i: _sort_key(records[i], varying))
+    rows = [rows[i] for i in order]
+    columns = [field_column(k, records) for k in varying] + FINETUNE_MEASURED
+    columns = [c for c in columns if any(row.get(c[0]) is not None for row in rows)]
+    return rows, columns, constant_line(constant)
+
+
 # ---------------------------------------------------------------- kernels
 
 
@@ -358,7 +382,7 @@ def attention_report_blocks(records: list[dict]) -> list[tuple]:
                 row["ratio"] = row["sdpa-flash_ms"] / row["triton_ms"]
         columns = [("causal", "causal", ""), ("head_dim", "head dim", "d"), ("heads", "heads/kv", ""),
                    ("seq_len", "seq", "d"), ("batch_size", "batch", "d")]
-        columns += [(impl, f"{impl} TFLOP/s", ".4g") for impl in impls]
+        columns += [(impl, f"{impl} TFLOP/s", "3g") for impl in impls]
         if "triton" in impls and "sdpa-flash" in impls:
             columns.append(("ratio", "triton speed / sdpa-flash", ".2f"))
         blocks += [("h3", f"Attention, {dtype}, {mode}"), ("table", list(rows.values()), columns)]
@@ -396,8 +420,8 @@ def peak_table(records: list[dict], spec) -> str:
                          ("ms", "median ms", ".3f")])
 
 
-CEILING_COLUMNS = [("what", "ceiling", ""), ("measured", "measured", ".4g"), ("spec", "spec", ".1f"),
-                   ("pct", "% of spec", ".1f")]
+CEILING_COLUMNS = [("what", "ceiling", ""), ("measured", "measured", "3g"), ("spec", "spec", "3g"),
+                   ("pct", "% of spec", "3g")]
 
 
 def ceiling_rows(c) -> list[dict]:

@@ -136,14 +136,15 @@ def test_report_has_a_finetune_table_with_mfu_per_gpu(tmp_path):
     gpu_section = md.split("## NVIDIA H100 80GB HBM3")[1].split("\n## ")[0]
     assert "### Decode" in gpu_section and "### Fine-tune" in gpu_section
     table = gpu_section.split("### Fine-tune")[1]
-    rows = [line for line in table.splitlines() if line.startswith("| llama-3.2-1b")]
+    assert "Same in every row: model llama-3.2-1b, batch 4, seq len 512, accum 2." in table
+    rows = [line for line in table.splitlines() if line.startswith("| hf |") or line.startswith("| lean |")]
     assert len(rows) == 2
-    hf, lean = (line.split(" | ") for line in rows)  # sorted by model, trainer, precision
-    assert hf[1:3] == ["hf", "fp32"] and "40.0" in hf  # 20 of 50 TFLOP/s
-    assert lean[1:3] == ["lean", "bf16"] and "20.0" in lean  # 300 of 2 GPUs x 750 TFLOP/s
-    assert "11.900 -> 7.250" in table and "30.00" in table
+    hf, lean = (line.split(" | ") for line in rows)  # sorted by trainer, then precision
+    assert hf[1:3] == ["fp32", "1"] and "40.0" in hf and "20.0T" in hf  # 20 of 50 TFLOP/s
+    assert lean[1:3] == ["bf16", "2"] and "20.0" in lean  # 300 of 2 GPUs x 750 TFLOP/s
+    assert "11.900 -> 7.250" in table and "30.0G" in table
     cpu_section = md.split("## AMD EPYC (laptop)")[1]
-    assert "### Fine-tune" in cpu_section and "| lean | fp32 |" in cpu_section
+    assert "### Fine-tune" in cpu_section and "trainer lean, dtype fp32" in cpu_section
 
 
 HINT = "re-run `llmbench peak` (ceilings may have been measured under load)"

@@ -105,7 +105,9 @@ def build(inputs: list[Path], out: Path, title: str = TITLE, svg: bool = False,
              f"datasheet. Bytes per decode step = weights + KV read + KV written. {BOUND_SENTENCE} A value marked "
              f"'!' lies above its measured ceiling, which is impossible: {roofline.PEAK_HINT}.")
 
-    sections = [preface] if preface else []  # each a list of blocks: ("h2"|"h3", title), ("md", text), ("table", rows, cols), ("img", stem)
+    # each section a list of blocks: ("h2"|"h3", title), ("md", text), ("table", rows, columns),
+    # ("plot", function, args) until drawn, then ("img", stem)
+    sections = [preface] if preface else []
     findings = []
     for device in devices:
         lines = report_findings.device(decode.get(device, []), finetune.get(device, []), kernels.get(device, []),

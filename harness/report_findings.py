@@ -27,7 +27,15 @@ DTYPE_FIELDS = ("dtype", "weights_dtype", "matmul_precision")
 
 
 def _rate(r: dict) -> float | None:
-    return (r.get("metrics") or {}).get("tokens_per_s")
+    """Tokens/s of a decode record; calls/s (1 / median time) of a kernel record."""
+    m = r.get("metrics") or {}
+    if m.get("tokens_per_s"):
+        return m["tokens_per_s"]
+    return 1e3 / m["time_ms"] if m.get("time_ms") else None
+
+
+def _unit(r: dict) -> str:
+    return "tok/s" if (r.get("metrics") or {}).get("tokens_per_s") else "calls/s"
 
 
 def _pairs(records: list[dict], field: str, drop: tuple = ()) -> dict[tuple, dict[str, dict]]:
@@ -131,9 +139,10 @@ def best_of(records: list[dict], field: str, what: str) -> list[str]:
         where = _label(first, _fields(records), (field,))
         if ties:
             return [f"**{what}**: at {where}, {first.get(field)} and {second.get(field)} are within each other's "
-                    f"95% CI ({views.si(_rate(first))} vs {views.si(_rate(second))} tok/s): no significant winner."]
+                    f"95% CI ({views.si(_rate(first))} vs {views.si(_rate(second))} {_unit(first)}): no significant "
+                    "winner."]
         return [f"**{what}**: at {where}, **{first.get(field)}** is fastest, **{_rate(first) / _rate(second):.2f}x** "
-                f"{second.get(field)} ({views.si(_rate(first))} vs {views.si(_rate(second))} tok/s)."]
+                f"{second.get(field)} ({views.si(_rate(first))} vs {views.si(_rate(second))} {_unit(first)})."]
     parts = []
     for name, ratios in sorted(wins.items(), key=lambda kv: -len(kv[1])):
         low, high = f"{min(ratios):.2f}", f"{max(ratios):.2f}"
@@ -239,15 +248,19 @@ def warnings(records: list[dict], failed: list[dict]) -> list[str]:
         parts.append(f"{len(failed)} point(s) did not complete ("
                      + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) + ")")
     if not parts:
-        return ["**Warnings**: none: every rate within its ceilings, no noisy point, nothing failed."] if records else []
+        return ["**Warnings**: none: every rate within its ceilings, no noisy point, nothing failed."] \
+            if records else []
     return ["**Warnings**: " + "; ".join(parts) + " (listed under Warnings below)."]
 
 
 def device(decode: list[dict], finetune: list[dict], kernels: list[dict], failed: list[dict], ceilings) -> list[str]:
     """A device's findings, in the order a reader asks."""
     lines = [*precision(decode), *best_of(decode, "engine", "Engine"), *best_of(decode, "attn", "Attention"),
-             *(best_of(decode, "cache", "KV cache") if len({r.get("engine") for r in decode}) < 2 else []), *best_mbu(decode, ceilings), *overhead(decode),
-             *energy(decode), *warnings([*decode, *finetune, *kernels], failed)]
+             *(best_of(decode, "cache", "KV cache") if len({r.get("engine") for r in decode}) < 2 else []),
+             *best_mbu(decode, ceilings), *overhead(decode), *energy(decode),
+             *best_of([r for r in kernels if r["workload"] == "attention"], "attn", "Fused attention kernel"),
+             *best_of([r for r in kernels if r["workload"] == "decode-attention"], "attn", "Decode attention kernel"),
+             *warnings([*decode, *finetune, *kernels], failed)]
     return lines
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from harness.roofline import OVERHEAD_BELOW, PEAK_HINT, ROUNDOFF, WARNING_PREFIX
-from harness.tables import render, si, sig3  # noqa: F401 (si, sig3: for the report's sentences)
+from harness.tables import render, si  # noqa: F401 (si: the report's sentences format with it)
 from workloads.choices import ATTENTION_IMPLS, ATTENTION_MODES, PRECISIONS
 from workloads.stats import ratio_ci
 
@@ -631,8 +631,6 @@ def decode_report_table(records: list[dict]) -> tuple[list[dict], list[tuple], s
 
 
 def _ci(metrics: dict, key: str) -> str | None:
-    from harness.tables import si
-
     low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
     return f"{si(low)}-{si(high)}" if low is not None and high is not None else None
 

@@ -113,3 +113,16 @@ def test_compile_findings(spill, expected):
     (line,) = findings.compile_findings([r])
     assert expected in line and (("none for attention.fwd sm_90 head dim 128" in line) == bool(spill))
     assert findings.compile_findings([]) == []
+
+
+def test_kernel_implementations_compared_by_median_time():
+    def kernel(impl, seq, ms):
+        point = {"workload": "attention", "attn": impl, "dtype": "bf16", "mode": "fwd", "causal": True,
+                 "head_dim": 128, "heads": 16, "kv_heads": 16, "seq_len": seq, "batch_size": 4}
+        return make_record(run_id="k", point=point, metrics={"time_ms": ms})
+
+    records = [kernel("triton", s, 1.0) for s in (1024, 4096)] + [kernel("sdpa-flash", s, 1.25) for s in (1024, 4096)]
+    lines = findings.device([], [], records, [], None)
+    assert ("**Fused attention kernel**: **triton** is fastest at 2 of 2 points (1.25x the next).") in lines
+    (one,) = findings.best_of(records[::2], "attn", "Fused attention kernel")
+    assert one.endswith("**triton** is fastest, **1.25x** sdpa-flash (1.00k vs 800 calls/s).")

@@ -158,9 +158,11 @@ def roofline(device: str, ceilings, records: list[dict], out: Path, stem: str) -
     roof (points under it are overhead-bound); a red ring marks a point above its measured roof."""
     if not records or not ceilings or not ceilings.copy_gbps:
         return None
-    fig, ax = plt.subplots(figsize=(12, 5.5))
     d = [r["derived"] for r in records]
     points = [x for r in d for x in (r.get("arithmetic_intensity"), r.get("prefill_arithmetic_intensity")) if x]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(12, 5.5))
     ridges = [t * 1e3 / ceilings.copy_gbps for t in ceilings.matmul_tflops.values()]
     x = np.logspace(np.log10(min(points + ridges) / 4), np.log10(max(points + ridges) * 4), 300)
     for dtype in sorted(ceilings.matmul_tflops, key=lambda k: ORDER.index(k) if k in ORDER else 9):
@@ -335,7 +337,7 @@ def _draw_series(ax, styles: Styles, lines: dict, x, y, annotate=None, order=Non
 def scaling(device: str, records: list[dict], field: str, xlabel: str, out: Path, stem: str) -> str | None:
     """Decode tokens/s against ``field`` (batch_size or prompt_len), one line per series (every other
     varying field), drawn only where the records span at least two values."""
-    fields, lines = _series(records, field)
+    fields, lines = _series([r for r in records if r.get(field) is not None], field)
     lines = {k: v for k, v in lines.items() if len({r[field] for r in v}) > 1}
     if not lines:
         return None
@@ -367,7 +369,7 @@ def pareto(device: str, records: list[dict], out: Path, stem: str) -> str | None
     """Throughput against per-sequence speed across batch sizes: total tokens/s (y) against tokens/s per
     sequence (x), one line per series through its batch sizes, and the pareto front of every point
     (what a batch size buys in throughput and costs in per-user latency)."""
-    fields, lines = _series(records, "batch_size")
+    fields, lines = _series([r for r in records if r.get("batch_size")], "batch_size")
     lines = {k: v for k, v in lines.items() if len({r["batch_size"] for r in v}) > 1}
     if not lines:
         return None

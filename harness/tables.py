@@ -60,6 +60,8 @@ def cell(value, spec: str) -> str:
         return si(value) + ("!" if type(value).__name__ == "Impossible" else "")
     if spec == "3g":
         return sig3(value) + ("!" if type(value).__name__ == "Impossible" else "")
+    if spec and isinstance(value, str):  # a text value in a numeric column (records of another schema)
+        return value
     return format(value, spec) if spec else str(value)
 
 

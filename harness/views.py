@@ -288,8 +288,7 @@ def finetune_report_table(records: list[dict]) -> tuple[list[dict], list[tuple],
     rows = []
     for r, row in zip(records, finetune_rows(records)):
         p50 = row["p50"]
-        rows.append({**{k: r.get(k) if isinstance(r.get(k), int) and not isinstance(r.get(k), bool)
-                        else _text(r.get(k)) for k in varying},
+        rows.append({**{k: _field_value(r.get(k)) for k in varying},
                      "tok_s": row["tok_s"], "samples_s": row["samples_s"], "p50": None if p50 is None else p50 / 1e3,
                      "flops": _per_s(row["tflops"], 1e12), "mfu": row["mfu"],
                      "mem": None if row["mem"] is None else row["mem"] * 1e9, "loss": row["loss"]})
@@ -564,6 +563,13 @@ def constant_line(constant: dict, keep=FIELD_ORDER) -> str:
     return f"Same in every row: {', '.join(parts)}." if parts else ""
 
 
+def _field_value(value):
+    """A point field as a table cell's value: integers stay numbers (sortable), None stays missing ('-')."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    return _text(value)
+
+
 def _text(value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -613,8 +619,7 @@ def decode_report_table(records: list[dict]) -> tuple[list[dict], list[tuple], s
     rows = []
     for r in sort_records(records, varying):
         m, d, c = r["metrics"], r["derived"], r["cost"]
-        rows.append({**{k: _text(r.get(k)) if not isinstance(r.get(k), int) or isinstance(r.get(k), bool)
-                        else r[k] for k in varying},
+        rows.append({**{k: _field_value(r.get(k)) for k in varying},
                      "tok_s": m.get("tokens_per_s"), "ci": _ci(m, "tokens_per_s"),
                      "ttft": _seconds(m.get("ttft_ms")), "tpot": _seconds(m.get("tpot_ms_p50")),
                      "bytes": c.get("bytes_per_step"), "bw": _per_s(d.get("achieved_gbps"), 1e9),
@@ -658,8 +663,7 @@ def energy_report_table(records: list[dict]) -> tuple[list[dict], list[tuple], s
     rows = []
     for r in sort_records(records, varying):
         t = r["telemetry"]
-        rows.append({**{k: r.get(k) if isinstance(r.get(k), int) and not isinstance(r.get(k), bool)
-                        else _text(r.get(k)) for k in varying},
+        rows.append({**{k: _field_value(r.get(k)) for k in varying},
                      "j_token": t.get("joules_per_token"), "tok_j": t.get("tokens_per_joule"),
                      "power": t.get("power_w_mean"), "power_max": t.get("power_w_max"),
                      "sm": _hz(t.get("sm_clock_mhz")), "sm_min": _hz(t.get("sm_clock_mhz_min")),

@@ -419,3 +419,21 @@ def test_the_report_opens_cleanly_in_a_real_browser(sweep, tmp_path):
     up, down = result["value"]["up"], result["value"]["down"]
     assert up == sorted(up) and down == sorted(up, reverse=True) and up[0] < up[-1] / 10
     assert (tmp_path / "shot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sparse_and_unknown_records_never_crash_the_report(tmp_path):
+    """Records with most fields missing (an older schema, another tool's workload, a compile that recorded no
+    metrics) are reported as far as they go."""
+    runs = tmp_path / "runs"
+    for rec in [peak(GPU, "copy", "fp32", gbps=3000), peak(GPU, "matmul", "bf16", tflops=750),
+                make_record(run_id="a", point={"workload": "decode", "model": "m", "dtype": "bf16"},
+                            metrics={"tokens_per_s": 5.0}, env=GPU),
+                make_record(run_id="b", point={"workload": "decode", "model": "m", "dtype": "fp32", "batch_size": 2},
+                            metrics={"tokens_per_s": 3.0}, env=GPU),
+                make_record(run_id="c", point={"workload": "kernel-compile", "kernel": "k"}, env=CPU),
+                make_record(run_id="d", point={"workload": "something-new", "dtype": "bf16"}, metrics={"x": 1},
+                            env=GPU)]:
+        append_record(runs / RECORDS_FILE, rec)
+    assert cli.main(["report", str(runs), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "### Decode" in md and "## Kernel resources (static compile)" in md

@@ -27,6 +27,7 @@ import base64
 import multiprocessing
 import os
 import re
+import threading
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
@@ -219,10 +220,12 @@ def _draw_one(index: int):
 def draw(jobs: list[tuple], workers: int = 1) -> list[str | None]:
     """Run the figure functions ``jobs`` ((function, args) each) and return their stems. With ``workers``
     over 1 they run in forked processes (matplotlib draws on one core; a 10,000-record report draws
-    seven figures), each worker reading the jobs from this process's memory, not from a pickle."""
+    seven figures), each worker reading the jobs from this process's memory, not from a pickle; in
+    this process, one after another, where fork is missing or other threads run."""
     global _JOBS
     workers = min(workers, len(jobs))
-    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+    # fork only a single-threaded process: a lock held by another thread at the fork would hang the worker
+    if workers > 1 and "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
         _JOBS = jobs
         try:
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:

@@ -367,6 +367,10 @@ def test_figures_drawn_in_worker_processes_match_the_serial_ones(tmp_path):
             (plots.energy, ("H100", records, tmp_path / "a", "e"))]  # nothing to draw: no telemetry
     assert report.draw(jobs, workers=2) == ["b", "p", None]
     assert report.draw(jobs[:1], workers=1) == ["b"]
+    import os
+
+    assert os.getpid() not in report.draw([(os.getpid, ()), (os.getpid, ())], workers=2)  # in worker processes
+    assert report.draw([(os.getpid, ())], workers=2) == [os.getpid()]  # one job: no pool
     assert (tmp_path / "a" / "p.png").stat().st_size > 1000
 
 

@@ -5,9 +5,10 @@ option, e.g. ``decode`` or ``kernel attention``), fixed ``[params]``, a
 ``[matrix]`` of axes whose every combination is a point, ``[[exclude]]`` rules
 that drop combinations and ``[[include]]`` points added as written, and a
 ``[slurm]`` section (see ``slurm.backend``). A workload whose subcommand has
-``--nproc`` runs several processes; its points get ``nproc`` from the GPUs per
-node when they do not set it. Any other workload is one process on one GPU and one
-node: ``gpus_per_task`` > 1 or ``nodes`` > 1 with it is an error, never GPUs
+``--nproc`` (finetune, peak) or ``--tp`` (decode) runs several processes; its
+points get that count from the GPUs per node when they do not set it, and only
+``--nproc`` ones can span nodes. Any other workload is one process on one GPU and
+one node: ``gpus_per_task`` > 1 or ``nodes`` > 1 with it is an error, never GPUs
 quietly left idle. Keys are the subcommand's long
 options with ``-`` written ``_``. Planning checks every point in full before
 anything is written or submitted: each value against its option's type and
@@ -129,7 +130,8 @@ class Options:
         if positionals:
             raise UserError(f"`{prefix}` needs the argument(s) {', '.join(map(str, positionals))} on its command "
                             "line, which a sweep point cannot pass: it cannot run as a sweep point")
-        self.distributed = "nproc" in self.actions
+        # the option that sets how many processes a point runs: --nproc (finetune, peak) or --tp (decode)
+        self.processes = next((key for key in ("nproc", "tp") if key in self.actions), None)
         self._cache: dict = {}
 
     def args(self, key: str, value) -> list[str]:
@@ -347,11 +349,11 @@ def _single_process(workload: str, slurm: SlurmOptions) -> None:
     would leave idle."""
     if slurm.nodes > 1:
         raise UserError(f"[slurm] nodes = {slurm.nodes}, but `llmbench {workload}` runs as one process on one "
-                        "node; multi-node points need a multi-process workload (finetune, with nproc)")
+                        "node; multi-node points need a multi-process workload (finetune or peak, with nproc)")
     if slurm.gpus > 1:
         raise UserError(f"[slurm] gpus_per_task = {slurm.gpus}, but `llmbench {workload}` runs one process on one "
                         f"GPU: the other {slurm.gpus - 1} would sit idle. Set gpus_per_task = 1, or sweep a "
-                        "multi-process workload (finetune, with nproc)")
+                        "multi-process workload (finetune or peak with nproc, decode with tp)")
 
 
 def from_dict(data: dict, parser: argparse.ArgumentParser, out: Path | None = None) -> Sweep:
@@ -425,18 +427,21 @@ def from_dict(data: dict, parser: argparse.ArgumentParser, out: Path | None = No
             if words:  # a flag set to false adds nothing
                 argv += words
                 sets.append(assignment)
-        nproc = 1
-        if opts.distributed:
-            nproc = int(raw.get("nproc", slurm.gpus or 1))
-            if "nproc" not in raw and nproc > 1:
-                words, assignment = opts.convert("nproc", nproc)
+        nproc, key = 1, opts.processes
+        if key is None:
+            _single_process(workload, slurm)
+        else:
+            nproc = int(raw.get(key, slurm.gpus or 1))
+            if key not in raw and nproc > 1:
+                words, assignment = opts.convert(key, nproc)
                 argv += words
                 sets.append(assignment)
             if slurm.gpus and nproc > slurm.gpus:
-                raise UserError(f"{describe(len(points), workload, raw)} asks for nproc = {nproc} but [slurm] gives "
+                raise UserError(f"{describe(len(points), workload, raw)} asks for {key} = {nproc} but [slurm] gives "
                                 f"each node {slurm.gpus} GPU(s) (gpus_per_task / gpus_per_node)")
-        else:
-            _single_process(workload, slurm)
+            if slurm.nodes > 1 and key != "nproc":
+                raise UserError(f"[slurm] nodes = {slurm.nodes}, but `llmbench {workload}` splits a model over the "
+                                f"GPUs of one node (--{key}); multi-node points need --nproc (finetune, peak)")
         problem = checker.check(workload, argv, sets)
         if problem is not None:
             bad.append((len(points), workload, raw, problem))

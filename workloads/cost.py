@@ -306,6 +306,35 @@ def allreduce(message_bytes: int, world_size: int) -> Cost:
                                              "bus_factor": allreduce_bus_factor(world_size)})
 
 
+@dataclass(frozen=True)
+class Comm:
+    """The collectives of one tensor-parallel forward: the bytes all-reduced (each process's payload) and
+    the bytes all-gathered (the size of the gathered result), over ``tp`` processes."""
+
+    allreduce_bytes: int
+    allgather_bytes: int
+    tp: int
+
+    @property
+    def bus_bytes(self) -> float:
+        """What each process sends over its links (nccl-tests' bus bytes): ``2 (n-1)/n`` of an all-reduce's
+        payload, ``(n-1)/n`` of an all-gather's result."""
+        return (self.allreduce_bytes * allreduce_bus_factor(self.tp)
+                + self.allgather_bytes * (self.tp - 1) / self.tp)
+
+
+def tp_comm(layers: int, hidden: int, vocab: int, tokens: int, rows: int, tp: int, elem_bytes: int,
+            head_split: bool = True) -> Comm:
+    """The collectives of one forward over ``tokens`` tokens (all sequences) whose logits are computed for
+    ``rows`` positions, Megatron-style (``workloads.tensor_parallel``): per layer, the attention output and
+    the MLP output (``tokens x hidden`` each) are all-reduced; the LM head's vocabulary slices of the
+    ``rows x vocab`` logits are all-gathered (when the head is split). Nothing for one process."""
+    if tp == 1:
+        return Comm(0, 0, 1)
+    return Comm(allreduce_bytes=2 * layers * tokens * hidden * elem_bytes,
+                allgather_bytes=rows * vocab * elem_bytes if head_split else 0, tp=tp)
+
+
 def copy(elements: int, elem_bytes: int) -> Cost:
     """``b = a``: every element read once and written once."""
     return Cost(bytes=2 * elements * elem_bytes, flops=0)

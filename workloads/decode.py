@@ -13,6 +13,15 @@ times it (``workloads.workload``): warm-up generations, then timed ones, whose
 per-token marks ``summarize`` turns into tokens/s, TTFT and TPOT.
 
 Prompts are fresh random token ids for every call (never the same buffer twice).
+
+Tensor parallel (``tp`` > 1, one process per GPU under torchrun, see
+``workloads.tensor_parallel``): every process builds its shard and runs the same
+generations on the same prompts; the collectives keep them in step and every
+process picks the same tokens. The cost block is per GPU: the weights and KV
+cache one process reads (its shards: about ``1/tp`` of each) and its FLOPs, so
+MBU and MFU compare one GPU with one GPU's ceilings; beside them the collectives'
+bytes per step (``comm_*``, nccl-tests' bus bytes per process), which go over the
+GPU links, not HBM. Tokens/s stays the whole batch's.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from transformers.generation.configuration_utils import STATIC_CACHE_IMPLEMENTAT
 from workloads import cost
 from workloads.attention import check_attn
 from workloads.choices import CACHES, ENGINES
+from workloads.distributed import Dist
 from workloads.errors import UserError
 from workloads.precision import Precision, check_supported, matmul_mode
 from workloads.presets import ModelSpec, build_model, meta_model
@@ -107,9 +117,12 @@ def engine_options(options: GenerationOptions, engine: str) -> GenerationOptions
 
 
 def check(spec: ModelSpec, precisions: list[Precision], device: torch.device | None, points: list[DecodePoint],
-          attn: str, options: GenerationOptions, engines: list[str], repeats: int | None = 1) -> None:
+          attn: str, options: GenerationOptions, engines: list[str], repeats: int | None = 1, tp: int = 1) -> None:
     """Refuse a decode request that cannot run, before anything is built (without ``device``: what can
     be judged anywhere, as when a sweep is planned away from the GPUs)."""
+    from workloads import tensor_parallel
+
+    tensor_parallel.check(spec, tp)
     if not precisions:
         raise UserError("--dtype needs at least one precision, e.g. bf16,fp32")
     if len({p.name for p in precisions}) != len(precisions):
@@ -196,8 +209,10 @@ class DecodeWorkload:
         warmup: int = 1,
         repeats: int | None = 3,
         max_time_s: float = 60.0,
+        dist: Dist = Dist(),
     ):
         self.spec, self.precision, self.device = spec, precision, device
+        self.dist, self.tp = dist, dist.world_size
         self.attn, self.seed, self.engine = attn, seed, engine
         self.options = engine_options(options, engine)
         self.points, self.warmup, self.repeats, self.max_time_s = list(points), warmup, repeats, max_time_s
@@ -206,8 +221,15 @@ class DecodeWorkload:
         self.shape = None
 
     def setup(self) -> None:
-        self.model = build_model(self.spec, self.precision.dtype, self.device, self.attn, self.seed)
-        self.shape = cost.model_shape(self.model)
+        if self.tp > 1:
+            from workloads import tensor_parallel
+
+            self.model = tensor_parallel.build(self.spec, self.precision.dtype, self.device, self.attn, self.seed,
+                                               self.dist.rank, self.tp)
+            self.shape = tensor_parallel.local_shape(self.spec, self.tp)
+        else:
+            self.model = build_model(self.spec, self.precision.dtype, self.device, self.attn, self.seed)
+            self.shape = cost.model_shape(self.model)
         if self.engine == "lean":
             from workloads.lean import LeanEngine
 
@@ -292,6 +314,10 @@ class DecodeWorkload:
             "seq_len": point.prompt_len + point.new_tokens,
             **self.options.record_fields(self.device, self.engine),
             "seed": self.seed,
+            "tp": self.tp,
+            "world_size": self.tp,
+            "nodes": 1,
+            "parallel": "tp" if self.tp > 1 else None,
         }
 
     def region(self, point: DecodePoint) -> Runs:
@@ -301,17 +327,34 @@ class DecodeWorkload:
                     repeats=self.repeats, tokens=point.batch_size * point.new_tokens,
                     headline=lambda timelines: rates(timelines, point), max_time_s=self.max_time_s)
 
-    def footprint_bytes(self) -> int:
-        """What this variant keeps resident: its weights and, for the largest point, its KV cache."""
+    def footprint_bytes(self) -> int | None:
+        """What this variant keeps resident: its weights and, for the largest point, its KV cache. None under
+        tensor parallelism: every process must take the same path through the runner, and the free memory
+        each one sees may differ, so its variants run one after another."""
+        if self.tp > 1:
+            return None
         elem = self.precision.bytes_per_element
         shape = self.shape or cost.model_shape(meta_model(self.spec))
         kv = max((p.batch_size * self.options.num_beams * (p.prompt_len + p.new_tokens) for p in self.points),
                  default=0) * shape.kv_elements_per_token
         return (shape.params + kv) * elem
 
+    def _comm(self, point: DecodePoint, sequences: int, elem: int) -> dict:
+        """The collectives of a decode step and of the prefill (``cost.tp_comm``), per process."""
+        from workloads.tensor_parallel import head_split
+
+        config = self.spec.config
+        args = (config.num_hidden_layers, config.hidden_size, config.vocab_size)
+        step = cost.tp_comm(*args, sequences, sequences, self.tp, elem, head_split(self.spec))
+        pre = cost.tp_comm(*args, sequences * point.prompt_len, sequences, self.tp, elem, head_split(self.spec))
+        return {"tp": self.tp, "comm_allreduce_bytes_per_step": step.allreduce_bytes,
+                "comm_allgather_bytes_per_step": step.allgather_bytes, "comm_bus_bytes_per_step": step.bus_bytes,
+                "prefill_comm_bus_bytes": pre.bus_bytes, "per_gpu": True}
+
     def cost(self, point: DecodePoint) -> cost.Cost:
         """Bytes and FLOPs of the decode steps of one generation (timed by ``decode_ms``, first to last
-        token) and of its prefill (timed by ``ttft_ms``); the record keeps the mean per step too."""
+        token) and of its prefill (timed by ``ttft_ms``); the record keeps the mean per step too. Under
+        tensor parallelism they are one GPU's (its shards), with the collectives' bytes beside them."""
         sequences = point.batch_size * self.options.num_beams
         elem = self.precision.bytes_per_element
         run = cost.decode_run(self.shape, sequences, point.prompt_len, point.new_tokens, elem)
@@ -331,5 +374,7 @@ class DecodeWorkload:
             "params": self.shape.params,
             "kv_bytes_per_token": self.shape.kv_elements_per_token * elem,
         }
+        if self.tp > 1:
+            details.update(self._comm(point, sequences, elem))
         return cost.Cost(run.bytes, run.flops, "decode_ms", details,
                          {"prefill": cost.Cost(pre.bytes, pre.flops, "ttft_ms")})

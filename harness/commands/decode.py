@@ -6,6 +6,14 @@ model built per precision and engine), one record each, then printed as one
 table with each row's speed against the first precision and engine at its point.
 The variants are one comparison: their timed generations alternate when their
 models fit in memory together (see ``harness.runner``).
+
+``--tp N`` splits the model across N GPUs of the node (``workloads.tensor_parallel``):
+this process starts N processes under torchrun (``harness.launch``), each runs
+the same command on its shard, and rank 0 writes the records. Every process must
+take the same steps through the runner, so under ``--tp`` the variants run one
+after another and ``--repeats auto`` becomes a fixed ``TP_REPEATS`` (a confidence
+interval judged in each process could stop them at different runs and leave the
+others waiting in a collective).
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import sys
 
 from harness import options
 from workloads.choices import ATTN_IMPLEMENTATIONS, CACHES, DECODE_MODEL
+
+TP_REPEATS = 5  # timed generations per point under --tp with --repeats auto
 
 
 def add_parser(sub) -> None:
@@ -39,6 +49,9 @@ def add_parser(sub) -> None:
     d.add_argument("--new-tokens", type=options.int_list, default=[64], metavar=options.INT_LIST,
                    help="tokens to generate")
     options.add_device(d)
+    d.add_argument("--tp", type=options.positive_int, default=1,
+                   help="tensor parallel: split the model across this many GPUs of the node (one process each, "
+                        "started under torchrun; gloo processes on CPU); Llama-style models")
     d.add_argument("--attn", default="sdpa", choices=ATTN_IMPLEMENTATIONS, help="attention implementation")
     d.add_argument("--engine", default="hf", metavar="ENGINE[,ENGINE...]",
                    help="decode engines to compare, first is the baseline: hf (generate()), hf-static (generate() "
@@ -64,7 +77,7 @@ def add_parser(sub) -> None:
     options.add_out(m)
     options.add_progress(m)
     options.add_ceilings(m)
-    d.set_defaults(validate=validate)
+    d.set_defaults(validate=validate, command_parser=d)
 
 
 def _request(args, device=None):
@@ -86,7 +99,7 @@ def _request(args, device=None):
         compile=args.compile,
     )
     engines = [e.strip() for e in args.engine.split(",") if e.strip()]
-    check(spec, precisions, device, points, args.attn, generation, engines, args.repeats)
+    check(spec, precisions, device, points, args.attn, generation, engines, args.repeats, args.tp)
     return spec, precisions, points, generation, engines
 
 
@@ -96,31 +109,57 @@ def validate(args) -> None:
 
 
 def run(args) -> int:
+    from harness import launch
+    from harness.envinfo import device_name
+    from workloads.distributed import Dist
+    from workloads.errors import UserError
+    from workloads.precision import resolve_device
+
+    dist = Dist.from_env()
+    if dist.under_launcher() and (dist.world_size != args.tp or dist.nodes != 1):
+        raise UserError(f"--tp {args.tp}, but torchrun started {dist.world_size} process(es) on {dist.nodes} "
+                        "node(s): tensor parallelism runs one process per GPU of one node, as many as --tp")
+    device = dist.device(resolve_device(args.device))
+    spec, precisions, points, generation, engines = _request(args, device)
+    options.check_writable(args.out)
+    if args.tp > 1 and not dist.under_launcher():
+        launch.check_gpus(args.tp, device)
+        return launch.local("decode", args, args.tp, device)
+
+    if dist.main:
+        tp = f", tensor parallel over {args.tp} processes" if args.tp > 1 else ""
+        print(f"llmbench decode: {spec.name} on {device} ({device_name(device)}), "
+              f"{', '.join(p.name for p in precisions)}, {len(points)} point(s){tp}", file=sys.stderr)
+    dist.init(device)
+    try:
+        return _measure(args, dist, device, spec, precisions, points, generation, engines)
+    finally:
+        dist.close()
+
+
+def _measure(args, dist, device, spec, precisions, points, generation, engines) -> int:
     from harness import ceilings, runner, views
-    from harness.envinfo import capture, device_name
+    from harness.envinfo import capture
     from harness.records import RECORDS_FILE, new_run_id
     from workloads.decode import DecodeWorkload
     from workloads.micro import model_matmul_shapes, projection_sizes
-    from workloads.precision import resolve_device
 
-    device = resolve_device(args.device)
-    spec, precisions, points, generation, engines = _request(args, device)
-    options.check_writable(args.out)
-
-    print(f"llmbench decode: {spec.name} on {device} ({device_name(device)}), "
-          f"{', '.join(p.name for p in precisions)}, {len(points)} point(s)", file=sys.stderr)
     run_id, env = new_run_id(), capture(device)
     known = None
-    if args.ceilings:  # ceilings at the shapes this model runs: prefill (batch x prompt) and decode (batch) tokens
+    if args.ceilings and dist.main:  # ceilings at the shapes this model runs: prefill and decode tokens
         tokens = sorted({p.batch_size * p.prompt_len for p in points} | {p.batch_size for p in points})
         known = ceilings.stored_or_measured(
             args.out, device, precisions, run_id, env, remeasure=args.remeasure,
             matmul_shapes=model_matmul_shapes(*projection_sizes(spec.config), tokens))
+    repeats = TP_REPEATS if args.tp > 1 and args.repeats is None else args.repeats
     workloads = [DecodeWorkload(spec, precision, device, args.attn, generation, args.seed, engine, points,
-                                args.warmup, args.repeats, args.max_time)
+                                args.warmup, repeats, args.max_time, dist)
                  for precision in precisions for engine in engines]
-    records = runner.run(workloads, run_id, env, out=args.out, ceilings=known, progress=args.progress,
-                         desc="decode", note=views.decode_note, interleave=True)
+    records = runner.run(workloads, run_id, env, out=args.out if dist.main else None, ceilings=known,
+                         progress=args.progress and dist.main, desc="decode",
+                         note=views.decode_note if dist.main else None, interleave=True)
+    if not dist.main:
+        return 0 if all(r["status"] == "ok" for r in records) else 1
     print(views.decode_table(records))
     print(f"\nrecords: {args.out / RECORDS_FILE}")
     failed = [r for r in records if r["status"] != "ok"]

@@ -301,17 +301,28 @@ def test_distributed_workload_launches_under_torchrun():
 
 
 @pytest.mark.parametrize("slurm, message", [
-    ({"gpus_per_task": 4}, "gpus_per_task = 4, but `llmbench decode` runs one process on one GPU: the other 3 "
-                           "would sit idle"),
-    ({"gpus_per_node": 2}, "gpus_per_task = 2, but `llmbench decode` runs one process"),
-    ({"nodes": 2}, "nodes = 2, but `llmbench decode` runs as one process on one node"),
+    ({"gpus_per_task": 4}, "gpus_per_task = 4, but `llmbench kernel attention` runs one process on one GPU: the "
+                           "other 3 would sit idle"),
+    ({"gpus_per_node": 2}, "gpus_per_task = 2, but `llmbench kernel attention` runs one process"),
+    ({"nodes": 2}, "nodes = 2, but `llmbench kernel attention` runs as one process on one node"),
 ])
 def test_single_process_workloads_get_no_idle_gpus_or_nodes(parser, slurm, message):
+    sweep_file = {"name": "t", "workload": "kernel attention", "matrix": {"seq_len": ["64"]}}
     with pytest.raises(UserError, match=re.escape(message)):
-        sweep.from_dict({"name": "t", "workload": "decode", "matrix": {"seed": [1]}, "slurm": slurm}, parser)
-    one = sweep.from_dict({"name": "t", "workload": "decode", "matrix": {"seed": [1]}, "slurm": {"gpus_per_task": 1}},
-                          parser)
+        sweep.from_dict({**sweep_file, "slurm": slurm}, parser)
+    one = sweep.from_dict({**sweep_file, "slurm": {"gpus_per_task": 1}}, parser)
     assert [p.nproc for p in one.points] == [1]
+
+
+def test_decode_points_split_the_model_over_the_gpus_per_task(parser):
+    data = {"name": "t", "workload": "decode", "params": {"model": "tiny-llama"}, "matrix": {"seed": [1]},
+            "include": [{"tp": 1}], "slurm": {"gpus_per_task": 2}}
+    s = sweep.from_dict(data, parser)
+    assert [(p.nproc, p.argv[-2:]) for p in s.points] == [(2, ["--tp", "2"]), (1, ["--tp", "1"])]
+    with pytest.raises(UserError, match="tiny-llama's 2 KV heads do not divide into 4"):
+        sweep.from_dict({**data, "slurm": {"gpus_per_task": 4}}, parser)
+    with pytest.raises(UserError, match=re.escape("splits a model over the GPUs of one node (--tp)")):
+        sweep.from_dict({**data, "slurm": {"nodes": 2, "gpus_per_node": 2}}, parser)
 
 
 def test_finetune_points_get_nproc_from_the_gpus_per_task(parser):

@@ -1,4 +1,10 @@
-"""``llmbench decode``: end-to-end on a tiny preset, engines and attention compared, clear errors for bad input."""
+"""``llmbench decode``: end-to-end on a tiny preset, engines and attention compared, tensor parallel over two
+gloo processes, clear errors for bad input."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,6 +85,9 @@ def test_failed_point_is_recorded_and_the_rest_go_on(tmp_path, monkeypatch, caps
     (["--model", "tiny-llama", "--warmup", "-1"], "argument --warmup: must not be negative"),
     (["--model", "tiny-llama", "--out", ""], "argument --out: expected a folder path"),
     (["--model", "tiny-llama", "--num-beams", "0"], "--num-beams"),
+    (["--model", "tiny-gpt2", "--tp", "2"], "--tp splits Llama-style models (llama, mistral, qwen2); tiny-gpt2 is"),
+    (["--model", "tiny-llama", "--tp", "4"], "--tp 4: tiny-llama's 2 KV heads do not divide into 4 equal parts"),
+    (["--model", "tiny-llama", "--tp", "0"], "argument --tp: must be at least 1"),
 ])
 def test_bad_input_exits_2_with_one_clear_line(tmp_path, capsys, args, message):
     out = tmp_path / "out"
@@ -134,3 +143,28 @@ def test_bad_engine_choices(tmp_path, capsys, extra, message):
     assert cli.main([*TINY, *extra, "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_tp_2_starts_two_processes_and_rank_0_writes_per_gpu_records(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    cmd = [sys.executable, "-m", "harness", "decode", "--model", "tiny-llama", "--device", "cpu", "--dtype", "fp32",
+           "--engine", "hf,lean", "--prompt-len", "8", "--new-tokens", "4", "--tp", "2", "--no-ceilings",
+           "--no-progress", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "+ torchrun --standalone --nproc-per-node=2" in done.stderr and "--tp 2" in done.stderr
+    records = read_records([tmp_path / "records.jsonl"])
+    assert [r["engine"] for r in records] == ["hf", "lean"]  # one after another, written by rank 0 only
+    for r in records:
+        assert (r["status"], r["tp"], r["world_size"], r["parallel"]) == ("ok", 2, 2, "tp")
+        assert r["metrics"]["repeats"] == 5  # --repeats auto is a fixed count under --tp
+        assert r["cost"]["per_gpu"] and r["cost"]["comm_bus_bytes_per_step"] == 4 * 2 * 2 * 64 + 4 * 512 / 2
+    assert done.stdout.count("tiny-llama") == 2  # the table once, from rank 0
+
+
+def test_tp_must_match_what_torchrun_started(tmp_path, monkeypatch, capsys):
+    for name, value in {"LOCAL_WORLD_SIZE": "2", "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(name, value)
+    assert exit_code([*TINY, "--out", str(tmp_path)]) == 2
+    assert "--tp 1, but torchrun started 2 process(es) on 1 node(s)" in capsys.readouterr().err

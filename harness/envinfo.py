@@ -67,6 +67,17 @@ def nvidia_driver() -> str | None:
         return None
 
 
+def nccl_version() -> str | None:
+    """The NCCL torch was built with (what multi-GPU collectives run on), e.g. ``2.21.5``; None without it."""
+    import torch
+
+    try:
+        version = torch.cuda.nccl.version()
+    except Exception:  # a CPU build, or no NCCL library: the field stays empty
+        return None
+    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+
+
 @cache
 def git_sha() -> str | None:
     """The commit of this checkout, with ``-dirty`` when it has local changes."""
@@ -107,6 +118,8 @@ def capture(device: torch.device) -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "nccl": nccl_version() if cuda else None,
+        "torchrun_nodes": os.environ.get("GROUP_WORLD_SIZE"),  # set in the processes torchrun starts
         "git_sha": git_sha(),
     }
     env.update({key: os.environ.get(var) for key, var in SLURM_VARS.items()})

@@ -40,8 +40,9 @@ def add_parser(sub) -> None:
             "Train a model preset with random weights (or a local checkpoint) for a few optimizer steps on "
             "synthetic tokens or a local dataset folder, and print tokens/s, samples/s, step time, MFU, peak "
             "memory and the loss at start and end. bf16/fp16 are mixed precision (fp32 master weights, "
-            "autocast), as TrainingArguments(bf16=True). Works under torchrun (DDP); rank 0 writes one record "
-            "to OUT/records.jsonl."
+            "autocast), as TrainingArguments(bf16=True). --nproc N starts N processes under torchrun (DDP, or "
+            "FSDP2 with --fsdp; works under torchrun too, as on each node of a multi-node job); rank 0 writes "
+            "one record to OUT/records.jsonl."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -42,6 +42,7 @@ def test_capture_on_cpu(monkeypatch):
     assert env["cpu_count"] == os.cpu_count()
     assert env["torch_threads"] == torch.get_num_threads()
     assert env["cuda_visible_devices"] == "2,3"
+    assert env["nccl"] is None  # collectives over gloo on a CPU
     assert env["git_sha"] == envinfo.git_sha()
     assert env["llmbench"] is not None  # the project is installed in its environment
     for key in envinfo.SLURM_VARS:
@@ -68,7 +69,10 @@ def test_capture_on_cuda_reads_the_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     monkeypatch.setattr(envinfo, "nvidia_driver", lambda: "550.54.15")
+    monkeypatch.setattr(torch.cuda.nccl, "version", lambda: (2, 21, 5))
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "2")
     env = envinfo.capture(torch.device("cuda", 1))
+    assert env["nccl"] == "2.21.5" and env["torchrun_nodes"] == "2"
     assert env["device_type"] == "cuda"
     assert env["device_name"] == "NVIDIA H100 80GB HBM3"
     assert env["device_count"] == 4
@@ -157,3 +161,11 @@ def test_nvidia_driver_is_none_when_nvml_fails(fresh_caches, monkeypatch):
 def test_version_of_packages():
     assert envinfo._version("torch") is not None
     assert envinfo._version("no-such-package-llmbench-test") is None
+
+
+def test_nccl_version_is_none_where_torch_has_none(monkeypatch):
+    def missing():
+        raise RuntimeError("NCCL is not available")
+
+    monkeypatch.setattr(torch.cuda.nccl, "version", missing)
+    assert envinfo.nccl_version() is None

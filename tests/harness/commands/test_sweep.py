@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -523,3 +524,11 @@ def test_a_two_node_sweep_does_not_run_here(tmp_path, capsys):
     assert cli.main(["sweep", "run", str(path)]) == 2
     assert "nodes = 2: a multi-node sweep runs only on a cluster" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, points, nproc", [("scaling-h100", 6, [1, 1, 2, 2, 4, 4]),
+                                                 ("tp-decode-h100", 5, [1, 2, 4, 4, 4]),
+                                                 ("finetune-2nodes", 2, [4, 4])])
+def test_the_multi_gpu_examples_plan(parser, name, points, nproc):
+    plan = sweep.load(Path(__file__).resolve().parents[3] / "slurm" / "examples" / f"{name}.toml", parser)
+    assert len(plan.points) == points and [p.nproc for p in plan.points] == nproc

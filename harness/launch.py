@@ -64,7 +64,8 @@ def local(command: str, args, nproc: int, device) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     words, argv = torchrun_words(command, args, nproc)
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # share the cores, never oversubscribe
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if device.type == "cpu" and threads is None:  # share the cores, never oversubscribe (the processes inherit it)
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
     print("+ torchrun " + shlex.join([*words, *argv]), file=sys.stderr, flush=True)
     launcher = torchrun.parse_args(words)  # the command's own words stay out of torchrun's parser
@@ -77,4 +78,7 @@ def local(command: str, args, nproc: int, device) -> int:
         print(f"llmbench {command}: {len(failures)} of {nproc} processes failed (rank {rank}: exit code "
               f"{failure.exitcode}); see their output above", file=sys.stderr)
         return 1
+    finally:
+        if threads is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
     return 0

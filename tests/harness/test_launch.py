@@ -2,6 +2,7 @@
 (without --nproc, which torchrun's parser would take), and one line when a process fails."""
 
 import argparse
+import os
 import re
 
 import pytest
@@ -49,9 +50,12 @@ def test_the_processes_command_line_leaves_nproc_to_torchrun():
     assert argv == ["finetune", "--steps", "5", "--fsdp"]
 
 
-def test_a_failing_process_is_one_line_and_exit_1(capfd):
-    """Two processes of a command that does not exist: each exits 2, the agent says so in one line."""
+def test_a_failing_process_is_one_line_and_exit_1(capfd, monkeypatch):
+    """Two processes of a command that does not exist: each exits 2, the agent says so in one line (and the
+    thread count it gave them does not stay in this process's environment)."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert launch.local("no-such-command", _args(), 2, torch.device("cpu")) == 1
+    assert "OMP_NUM_THREADS" not in os.environ
     err = capfd.readouterr().err
     assert "+ torchrun --standalone --nproc-per-node=2 --max-restarts=0 -m harness no-such-command" in err
     # the agent stops the other process at the first failure, so one or both are counted

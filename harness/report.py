@@ -7,9 +7,9 @@ device's measured ceilings, so ceilings measured after a benchmark still explain
 it. The report opens with headline findings per device (``report_findings``:
 bf16 vs fp32 with its CI, the best engine and attention, the best MBU, the
 overhead-bound points, what to distrust), then per device its environment
-(versions, git sha, hosts, SLURM ids, runs merged), ceilings, warnings, one
-decode table with a column for every point field that varies (what is constant
-is said once above it), the figures (roofline, precisions, batch and context
+(versions, git sha, hosts, SLURM ids, runs merged), ceilings, warnings, a decode
+table per precision with a column for every point field that varies in it (what
+is constant is said once above it), the figures (roofline, precisions, batch and context
 scaling, throughput-latency pareto), energy when telemetry exists, fine-tune and
 kernels; then static kernel resources (``kernel-compile`` records: a heat map per
 precision and one line per kernel x arch x head dim), devices side by side and
@@ -136,8 +136,9 @@ def build(inputs: list[Path], out: Path, title: str = TITLE, svg: bool = False,
                                                   "for MBU/MFU.")]
         blocks += warning_blocks([*rs, *finetune.get(device, []), *kernels.get(device, [])])
         if rs:
-            rows, columns, same = views.decode_report_table(rs)
-            blocks += [("h3", "Decode"), ("md", same), ("table", rows, columns), *notes(rows)]
+            for dtype in sorted({r["dtype"] for r in rs}, key=views._precision_order):
+                rows, columns, same = views.decode_report_table([r for r in rs if r["dtype"] == dtype])
+                blocks += [("h3", f"Decode, {dtype}"), ("md", same), ("table", rows, columns), *notes(rows)]
             blocks += [("plot", plots.roofline, (device, c, rs, figures, f"roofline-{n}")),
                        ("plot", plots.precision_comparison, (device, rs, figures, f"precisions-{n}")),
                        ("plot", plots.scaling, (device, rs, "batch_size", "batch size", figures, f"batch-{n}")),

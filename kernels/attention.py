@@ -74,14 +74,22 @@ def _load_tile(base, offs_r, offs_d, stride_r, n_rows, CHECK_ROWS: tl.constexpr,
 
 @triton.jit
 def _allowed(offs_m, offs_n, mask_base, stride_mm, stride_mn, Q_LEN, KV_LEN,
-             CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr):
-    """Boolean (BLOCK_M, BLOCK_N) tile: in range, causal if asked, and allowed by the user's mask."""
-    allowed = (offs_m[:, None] < Q_LEN) & (offs_n[None, :] < KV_LEN)
+             CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, KEYS_FIRST: tl.constexpr = False):
+    """Boolean (BLOCK_M, BLOCK_N) tile: in range, causal if asked, and allowed by the user's mask.
+
+    KEYS_FIRST builds the (BLOCK_N, BLOCK_M) tile instead, in the layout the dK/dV loop
+    uses, rather than transposing it there (a transposed boolean tile is a layout
+    conversion through shared memory, and the registers that spilled dK/dV with a mask).
+    """
+    if KEYS_FIRST:
+        q_pos, k_pos = offs_m[None, :], offs_n[:, None]
+    else:
+        q_pos, k_pos = offs_m[:, None], offs_n[None, :]
+    allowed = (q_pos < Q_LEN) & (k_pos < KV_LEN)
     if CAUSAL:
-        allowed = allowed & (offs_m[:, None] >= offs_n[None, :])
+        allowed = allowed & (q_pos >= k_pos)
     if HAS_MASK:
-        user = tl.load(mask_base + offs_m[:, None] * stride_mm + offs_n[None, :] * stride_mn,
-                       mask=allowed, other=0)
+        user = tl.load(mask_base + q_pos * stride_mm + k_pos * stride_mn, mask=allowed, other=0)
         allowed = allowed & (user != 0)
     return allowed
 
@@ -197,27 +205,36 @@ def _bwd_delta(O, DO, DELTA, stride_ob, stride_oh, stride_om, stride_dob, stride
 
 
 @triton.jit
-def _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, mask_base, offs_n, offs_d, lo, hi,
-                 stride_qm, stride_dom, stride_mm, stride_mn, Q_LEN, KV_LEN, qk_scale,
+def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, mask_head, offs_n, offs_d, lo, hi, GROUP,
+                 stride_qh, stride_doh, stride_mh, stride_qm, stride_dom, stride_mm, stride_mn, Q_LEN, KV_LEN, qk_scale,
                  HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
                  MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr,
                  UPCAST: tl.constexpr, PRECISION: tl.constexpr):
-    """Accumulate dK, dV of one key block over the query blocks [lo, hi) of one query head."""
-    for start_m in range(lo, hi, BLOCK_M):
-        offs_m = start_m + tl.arange(0, BLOCK_M)
-        q = _load_tile(q_base, offs_m, offs_d, stride_qm, Q_LEN, MASKED, HEAD_DIM, BLOCK_D)
-        do = _load_tile(do_base, offs_m, offs_d, stride_dom, Q_LEN, MASKED, HEAD_DIM, BLOCK_D)
+    """Accumulate dK, dV of one key block over the query blocks [lo, hi) of every query head of the group.
+
+    One flat loop over (head, query block) pairs, the head's pointers recomputed each
+    iteration, rather than a loop over heads around a loop over blocks: with GQA the
+    nested loops kept every head's pointers live and spilled at head dim 128 on every
+    Hopper and Blackwell candidate.
+    """
+    blocks = tl.maximum(tl.cdiv(hi - lo, BLOCK_M), 0)
+    for i in range(0, GROUP * blocks):
+        g = (i // blocks).to(tl.int64)
+        offs_m = lo + (i % blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
+        q = _load_tile(q_head + g * stride_qh, offs_m, offs_d, stride_qm, Q_LEN, MASKED, HEAD_DIM, BLOCK_D)
+        do = _load_tile(do_head + g * stride_doh, offs_m, offs_d, stride_dom, Q_LEN, MASKED, HEAD_DIM, BLOCK_D)
         if MASKED:
-            lse = tl.load(lse_base + offs_m, mask=offs_m < Q_LEN, other=float("inf"))
-            delta = tl.load(delta_base + offs_m, mask=offs_m < Q_LEN, other=0.0)
+            lse = tl.load(lse_head + g * Q_LEN + offs_m, mask=offs_m < Q_LEN, other=float("inf"))
+            delta = tl.load(delta_head + g * Q_LEN + offs_m, mask=offs_m < Q_LEN, other=0.0)
         else:
-            lse = tl.load(lse_base + offs_m)
-            delta = tl.load(delta_base + offs_m)
+            lse = tl.load(lse_head + g * Q_LEN + offs_m)
+            delta = tl.load(delta_head + g * Q_LEN + offs_m)
         s_t = dot(k, tl.trans(q), UPCAST, PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
         p_t = tl.math.exp2(s_t - lse[None, :])
         if MASKED or HAS_MASK:
-            allowed = _allowed(offs_m, offs_n, mask_base, stride_mm, stride_mn, Q_LEN, KV_LEN, CAUSAL, HAS_MASK)
-            p_t = tl.where(tl.trans(allowed), p_t, 0.0)
+            allowed_t = _allowed(offs_m, offs_n, mask_head + g * stride_mh, stride_mm, stride_mn, Q_LEN, KV_LEN,
+                                 CAUSAL, HAS_MASK, KEYS_FIRST=True)
+            p_t = tl.where(allowed_t, p_t, 0.0)
         dv += dot(p_t.to(do.dtype), do, UPCAST, PRECISION)
         dp_t = dot(v, tl.trans(do), UPCAST, PRECISION)
         ds_t = p_t * (dp_t - delta[None, :])
@@ -261,27 +278,25 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, MASK,
         diag_end = 0
         full_lo = 0
     full_hi = tl.maximum(full_lo, q_full)
-    for g in range(0, GROUP):
-        h = kvh * GROUP + g
-        bh = b * H + h
-        q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-        do_base = DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
-        lse_base = LSE + bh.to(tl.int64) * Q_LEN
-        delta_base = DELTA + bh.to(tl.int64) * Q_LEN
-        mask_base = MASK + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
-        if CAUSAL:
-            dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, mask_base, offs_n, offs_d,
-                                  start_n, diag_end, stride_qm, stride_dom, stride_mm, stride_mn,
-                                  Q_LEN, KV_LEN, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M,
-                                  True, CAUSAL, HAS_MASK, UPCAST, PRECISION)
-        dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, mask_base, offs_n, offs_d,
-                              full_lo, full_hi, stride_qm, stride_dom, stride_mm, stride_mn,
-                              Q_LEN, KV_LEN, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M,
-                              False, CAUSAL, HAS_MASK, UPCAST, PRECISION)
-        dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, mask_base, offs_n, offs_d,
-                              full_hi, Q_LEN, stride_qm, stride_dom, stride_mm, stride_mn,
+    h0 = kvh * GROUP  # the group's first query head
+    bh0 = b * H + h0
+    q_head = Q + b.to(tl.int64) * stride_qb + h0.to(tl.int64) * stride_qh
+    do_head = DO + b.to(tl.int64) * stride_dob + h0.to(tl.int64) * stride_doh
+    lse_head = LSE + bh0.to(tl.int64) * Q_LEN
+    delta_head = DELTA + bh0.to(tl.int64) * Q_LEN
+    mask_head = MASK + b.to(tl.int64) * stride_mb + h0.to(tl.int64) * stride_mh
+    heads = (q_head, do_head, lse_head, delta_head, mask_head)
+    strides = (stride_qh, stride_doh, stride_mh, stride_qm, stride_dom, stride_mm, stride_mn)
+    if CAUSAL:
+        dk, dv = _dkdv_blocks(dk, dv, k, v, *heads, offs_n, offs_d, start_n, diag_end, GROUP, *strides,
                               Q_LEN, KV_LEN, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M,
                               True, CAUSAL, HAS_MASK, UPCAST, PRECISION)
+    dk, dv = _dkdv_blocks(dk, dv, k, v, *heads, offs_n, offs_d, full_lo, full_hi, GROUP, *strides,
+                          Q_LEN, KV_LEN, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M,
+                          False, CAUSAL, HAS_MASK, UPCAST, PRECISION)
+    dk, dv = _dkdv_blocks(dk, dv, k, v, *heads, offs_n, offs_d, full_hi, Q_LEN, GROUP, *strides,
+                          Q_LEN, KV_LEN, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M,
+                          True, CAUSAL, HAS_MASK, UPCAST, PRECISION)
     # DK and DV are contiguous (batch, kv_heads, kv_len, head_dim) buffers made by the wrapper.
     out = (bkv.to(tl.int64) * KV_LEN + offs_n[:, None]) * HEAD_DIM + offs_d[None, :]
     tl.store(DK + out, (dk * sm_scale).to(DK.dtype.element_ty), mask=kv_ok)
@@ -375,35 +390,41 @@ def _config(block_m: int, block_n: int, warps: int, stages: int) -> triton.Confi
 # 128x32 with 4 warps on sm_90. sm_86/89/120 (ampere table, 100 KB) fit every ampere
 # candidate as well.
 FWD_CONFIGS = {
-    "interpreter": [(16, 16, 1, 1)],
-    "hopper": [(128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 4), (64, 64, 4, 3), (128, 64, 8, 4)],
-    "ampere": [(128, 64, 8, 2), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 4), (128, 32, 8, 4)],
-    "older": [(64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2)],
+    "interpreter": [(16, 16, 1, 1, True)],
+    "hopper": [(128, 64, 8, 3, True), (128, 128, 8, 3, True), (128, 32, 4, 4, True), (64, 64, 4, 3, True), (128, 64, 8, 4, True)],
+    "ampere": [(128, 64, 8, 2, True), (128, 32, 8, 3, True), (64, 64, 4, 3, True), (64, 32, 4, 4, True), (128, 32, 8, 4, True)],
+    "older": [(64, 64, 4, 2, True), (64, 32, 4, 2, True), (32, 32, 4, 2, True)],
 }
 BWD_DKDV_CONFIGS = {
-    "interpreter": [(16, 16, 1, 1)],
-    "hopper": [(32, 64, 8, 3), (16, 128, 8, 3), (32, 64, 4, 3), (16, 64, 4, 3), (32, 64, 8, 4)],
-    "ampere": [(32, 64, 8, 3), (16, 128, 8, 2), (32, 64, 8, 2), (16, 64, 4, 3), (16, 64, 4, 2)],
-    "older": [(32, 64, 4, 2), (32, 32, 4, 2), (16, 32, 4, 2)],
+    "interpreter": [(16, 16, 1, 1, True)],
+    "hopper": [(32, 64, 8, 3, True), (16, 128, 8, 3, True), (32, 64, 4, 3, True), (16, 64, 4, 3, True), (32, 64, 8, 4, True)],
+    "ampere": [(32, 64, 8, 3, True), (16, 128, 8, 2, True), (32, 64, 8, 2, True), (16, 64, 4, 3, True), (16, 64, 4, 2, True)],
+    "older": [(32, 64, 4, 2, True), (32, 32, 4, 2, True), (16, 32, 4, 2, True)],
 }
 BWD_DQ_CONFIGS = {
-    "interpreter": [(16, 16, 1, 1)],
-    "hopper": [(128, 32, 8, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 3)],
-    "ampere": [(64, 32, 4, 3), (128, 32, 8, 2), (64, 64, 4, 2), (64, 16, 4, 3)],
-    "older": [(32, 32, 4, 2), (64, 32, 4, 2), (32, 16, 4, 2)],
+    "interpreter": [(16, 16, 1, 1, True)],
+    "hopper": [(128, 32, 8, 3, True), (128, 64, 8, 3, True), (64, 32, 4, 3, True), (64, 64, 4, 3, True)],
+    "ampere": [(64, 32, 4, 3, True), (128, 32, 8, 2, True), (64, 64, 4, 2, True), (64, 16, 4, 3, True)],
+    "older": [(32, 32, 4, 2, True), (64, 32, 4, 2, True), (32, 16, 4, 2, True)],
 }
 TUNE_KEY = ["Q_LEN", "KV_LEN", "HEAD_DIM", "CAUSAL", "HAS_MASK"]
 
 
 @functools.cache
 def _tuned(kernel_name: str, generation: str):
+    """The autotuned kernel: launches with a user mask choose among the candidates marked for it."""
     kernel, table = {
         "fwd": (_attn_fwd, FWD_CONFIGS),
         "dkdv": (_attn_bwd_dkdv, BWD_DKDV_CONFIGS),
         "dq": (_attn_bwd_dq, BWD_DQ_CONFIGS),
     }[kernel_name]
-    configs = [_config(*c) for c in table[generation]]
-    return triton.autotune(configs=configs, key=TUNE_KEY)(kernel)
+    configs = [_config(*c[:4]) for c in table[generation]]
+    for_masks = {id(config) for config, c in zip(configs, table[generation]) if c[4]}
+
+    def prune(candidates, named_args, **kwargs):
+        return [c for c in candidates if id(c) in for_masks] if kwargs.get("HAS_MASK") else candidates
+
+    return triton.autotune(configs=configs, key=TUNE_KEY, prune_configs_by={"early_config_prune": prune})(kernel)
 
 
 def autotuners() -> dict:

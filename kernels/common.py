@@ -153,8 +153,11 @@ def launch(kernel, grid, *args, **kwargs) -> None:
     if _CAPTURE is None:
         kernel[grid](*args, **kwargs)
         return
-    if isinstance(kernel, Autotuner):
-        _CAPTURE.launches.append(Launch(kernel.fn, list(kernel.configs), args, kwargs))
+    if isinstance(kernel, Autotuner):  # the candidates this launch chooses among, after the kernel's own pruning
+        configs = list(kernel.configs)
+        if kernel.early_config_prune:
+            configs = kernel.early_config_prune(configs, dict(zip(kernel.arg_names, args)), **kwargs)
+        _CAPTURE.launches.append(Launch(kernel.fn, configs, args, kwargs))
         return
     options = {name: kwargs.pop(name) for name in ("num_warps", "num_stages") if name in kwargs}
     config = triton.Config({}, num_warps=options.get("num_warps", 4), num_stages=options.get("num_stages", 3))

@@ -225,6 +225,19 @@ def test_capture_records_launches_instead_of_running_them_and_answers_for_its_ca
     assert (second.kernel, second.args, second.kwargs, second.configs) == (tuned_fn, ("b",), {"HEAD": 8}, configs)
 
 
+def test_capture_keeps_the_candidates_the_kernel_prunes_to():
+    configs = [triton.Config({"BLOCK": b}) for b in (16, 32, 64)]
+    tuned = triton.runtime.autotuner.Autotuner(
+        _Kernel(), ["A", "N"], configs, key=[], reset_to_zero=None, restore_value=None,
+        prune_configs_by={"early_config_prune": lambda cs, named, **kw: [c for c in cs if c.kwargs["BLOCK"] <= named["N"]
+                                                                          and not (kw["SMALL"] and c.kwargs["BLOCK"] > 16)]})
+    with common.capture_launches(90) as launches:
+        common.launch(tuned, (1,), "a", 32, SMALL=False)
+        common.launch(tuned, (1,), "a", 64, SMALL=True)
+    assert [c.kwargs["BLOCK"] for c in launches[0].configs] == [16, 32]
+    assert [c.kwargs["BLOCK"] for c in launches[1].configs] == [16]
+
+
 def test_captures_do_not_nest():
     with common.capture_launches(80):
         with pytest.raises(RuntimeError, match="nest"):

@@ -177,8 +177,13 @@ def build(inputs: list[Path], out: Path, title: str = TITLE, svg: bool = False,
                                 "(`llmbench sweep submit --resume`); only their final outcome counts above.")])
     plots.SVG = svg
     jobs = [b[1:] for blocks in sections for b in blocks if b[0] == "plot"]
-    stems = iter(draw(jobs, (os.cpu_count() or 1) if len(records) >= PARALLEL_FROM else 1))
-    sections = [[_finish(b, stems) for b in blocks] for blocks in sections]
+    wait = drawing(jobs, (os.cpu_count() or 1) if len(records) >= PARALLEL_FROM else 1)
+    try:  # the tables are formatted while the figures are drawn
+        inline = _inline_renderer()
+        sections = [[_table(b, inline) if b[0] == "table" else b for b in blocks] for blocks in sections]
+    finally:
+        stems = iter(wait())
+    sections = [[_figure(b, stems) if b[0] == "plot" else b for b in blocks] for blocks in sections]
     sections = [kept for blocks in sections if len(kept := [b for b in blocks if b is not None]) > 1]
     out.mkdir(parents=True, exist_ok=True)
     md_path, html_path = out / "report.md", out / "report.html"
@@ -199,15 +204,17 @@ def _preface(path: Path) -> list[tuple]:
     return [("h2", path.stem), ("md", text.strip())]
 
 
-def _finish(block: tuple, stems) -> tuple | None:
-    """A block ready to render: a drawn figure becomes ("img", stem) (None when it had nothing to draw), a
-    table carries its formatted cells."""
-    if block[0] == "plot":
-        stem = next(stems)
-        return ("img", stem) if stem else None
-    if block[0] == "table":
-        return (*block, tables.cells(block[1], block[2]))
-    return block
+def _figure(block: tuple, stems) -> tuple | None:
+    """A drawn figure's block: ("img", stem), or None when it had nothing to draw."""
+    stem = next(stems)
+    return ("img", stem) if stem else None
+
+
+def _table(block: tuple, inline) -> tuple:
+    """A table's block rendered once in both formats: ("table", Markdown, HTML)."""
+    formatted = tables.cells(block[1], block[2])
+    return ("table", tables.markdown(block[1], block[2], formatted),
+            f'<div class="scroll">{tables.html(block[1], block[2], inline, formatted)}</div>')
 
 
 _JOBS: list[tuple] = []
@@ -218,22 +225,35 @@ def _draw_one(index: int):
     return function(*args)
 
 
-def draw(jobs: list[tuple], workers: int = 1) -> list[str | None]:
-    """Run the figure functions ``jobs`` ((function, args) each) and return their stems. With ``workers``
-    over 1 they run in forked processes (matplotlib draws on one core; a 10,000-record report draws
-    seven figures), each worker reading the jobs from this process's memory, not from a pickle; in
-    this process, one after another, where fork is missing or other threads run."""
+def drawing(jobs: list[tuple], workers: int = 1):
+    """Start the figure functions ``jobs`` ((function, args) each); returns a function that waits for
+    their stems. With ``workers`` over 1 they run in forked processes while this one goes on (matplotlib
+    draws on one core; a 10,000-record report draws seven figures), each worker reading the jobs from
+    this process's memory, not from a pickle; otherwise they run when waited for, one after another
+    (also where fork is missing or other threads run: a lock held by another thread at the fork would
+    hang the worker)."""
     global _JOBS
     workers = min(workers, len(jobs))
-    # fork only a single-threaded process: a lock held by another thread at the fork would hang the worker
-    if workers > 1 and "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
-        _JOBS = jobs
+    if not (workers > 1 and "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1):
+        return lambda: [function(*args) for function, args in jobs]
+    _JOBS = jobs
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    futures = [pool.submit(_draw_one, i) for i in range(len(jobs))]
+
+    def wait() -> list[str | None]:
+        global _JOBS
         try:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                return list(pool.map(_draw_one, range(len(jobs))))
+            return [future.result() for future in futures]
         finally:
+            pool.shutdown(cancel_futures=True)
             _JOBS = []
-    return [function(*args) for function, args in jobs]
+
+    return wait
+
+
+def draw(jobs: list[tuple], workers: int = 1) -> list[str | None]:
+    """The stems of the figure functions ``jobs``, drawn as ``drawing`` says."""
+    return drawing(jobs, workers)()
 
 
 BOUND_SENTENCE = (
@@ -303,7 +323,7 @@ def markdown(title: str, intro: str, sections: list[list[tuple]]) -> str:
                 if block[1]:
                     md += [block[1], ""]
             elif kind == "table":
-                md += [tables.markdown(block[1], block[2], block[3]), ""]
+                md += [block[1], ""]
             else:
                 md += [f"![{block[1]}](plots/{block[1]}.png)", ""]
     return "\n".join(md)
@@ -315,6 +335,21 @@ def _markdown_renderer():
     return MarkdownIt("commonmark", {"html": False, "typographer": False}).enable("table")
 
 
+def _inline_renderer():
+    """Text to HTML for table cells: inline Markdown (`code` in an error message) rendered, the rest escaped."""
+    from markupsafe import escape
+
+    md = _markdown_renderer()
+    cache: dict[str, str] = {}
+
+    def inline(text: str) -> str:
+        if text not in cache:
+            cache[text] = md.renderInline(text) if any(ch in text for ch in "`*_[") else str(escape(text))
+        return cache[text]
+
+    return inline
+
+
 def _slug(text: str, used: set) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
     while slug in used:
@@ -324,26 +359,19 @@ def _slug(text: str, used: set) -> str:
 
 
 def html(title: str, intro: str, sections: list[list[tuple]], figures: Path) -> str:
-    """The page: the template filled with each section's HTML (prose through markdown-it-py, tables with
-    inline Markdown in their text cells rendered, figures inline as base64 PNG)."""
+    """The page: the template filled with each section's HTML (prose through markdown-it-py, tables as
+    ``_table`` rendered them, figures inline as base64 PNG)."""
     import jinja2
     from markupsafe import Markup
 
     md = _markdown_renderer()
-    inline_cache: dict[str, str] = {}
-
-    def inline(text: str) -> str:
-        if text not in inline_cache:
-            inline_cache[text] = md.renderInline(text) if any(ch in text for ch in "`*_[") else \
-                str(Markup.escape(text))
-        return inline_cache[text]
 
     def render(block) -> str:
         kind = block[0]
         if kind == "md":
             return md.render(block[1]) if block[1] else ""
         if kind == "table":
-            return f'<div class="scroll">{tables.html(block[1], block[2], inline, block[3])}</div>'
+            return block[2]
         data = base64.b64encode((figures / f"{block[1]}.png").read_bytes()).decode()
         return f'<img alt="{block[1]}" src="data:image/png;base64,{data}">'
 

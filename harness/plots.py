@@ -197,9 +197,9 @@ def roofline(device: str, ceilings, records: list[dict], out: Path, stem: str) -
             if above_roof(intensity, tflops, peak, ceilings.copy_gbps):
                 over_x.append(intensity)
                 over_y.append(tflops)
-    for (color, marker), (dx, dy, px, py) in groups.items():
-        ax.scatter(dx, dy, color=color, marker=marker, s=40, zorder=3, edgecolor="black", linewidth=0.4)
-        ax.scatter(px, py, facecolors="none", edgecolors=color, marker=marker, s=50, zorder=3, linewidth=1.2)
+    for (color, marker), (dx, dy, px, py) in groups.items():  # markers of a line: much faster than scatter
+        ax.plot(dx, dy, ls="none", marker=marker, ms=6.5, color=color, mec="black", mew=0.4, zorder=3)
+        ax.plot(px, py, ls="none", marker=marker, ms=7, mfc="none", mec=color, mew=1.2, zorder=3)
     _ring(ax, over_x, over_y, f"above its measured roof, impossible:\n{PEAK_HINT}")
     handles, _ = ax.get_legend_handles_labels()
     roofs = {f"dtype: {dt}" for dt in ceilings.matmul_tflops}  # their roof line already shows the colour

@@ -5,7 +5,9 @@ first, then this process becomes torchrun's elastic agent
 (``torch.distributed.run``, exactly as ``torchrun --standalone --nproc-per-node
 N --max-restarts 0``) and starts ``python -m harness COMMAND ...`` with the same
 options in each process; the command line is printed first, so it can be run by
-hand. Each process finds itself a rank (``workloads.distributed.Dist``) and rank 0
+hand. Ctrl-C stops the processes and ends as every Ctrl-C does (one line, exit
+130); the signal handlers the agent installs are put back afterwards. Each
+process finds itself a rank (``workloads.distributed.Dist``) and rank 0
 writes the records. On a CPU the cores are shared out (``OMP_NUM_THREADS``) so N
 processes never oversubscribe them; on GPUs each process takes the GPU of its
 local rank.
@@ -21,10 +23,13 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
 
 from harness import options
 from workloads.errors import UserError
+
+AGENT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)  # torchrun's agent handles these
 
 
 def processes(nproc: int | None, dist) -> int:
@@ -61,9 +66,11 @@ def local(command: str, args, nproc: int, device) -> int:
     """Run ``llmbench COMMAND`` with ``args`` in ``nproc`` processes under torchrun's elastic agent (this
     process); 0 when every one succeeds, else 1 with one line naming the first that failed."""
     from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     words, argv = torchrun_words(command, args, nproc)
+    handlers = {sig: signal.getsignal(sig) for sig in AGENT_SIGNALS}  # the agent replaces them; put them back
     threads = os.environ.get("OMP_NUM_THREADS")
     if device.type == "cpu" and threads is None:  # share the cores, never oversubscribe (the processes inherit it)
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
@@ -78,7 +85,15 @@ def local(command: str, args, nproc: int, device) -> int:
         print(f"llmbench {command}: {len(failures)} of {nproc} processes failed (rank {rank}: exit code "
               f"{failure.exitcode}); see their output above", file=sys.stderr)
         return 1
+    except SignalException as exc:  # the agent stopped its processes first
+        if exc.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None  # Ctrl-C: the CLI's one line and exit code 130
+        print(f"llmbench {command}: stopped by {exc.sigval.name}; the {nproc} processes were stopped",
+              file=sys.stderr)
+        return 128 + exc.sigval.value
     finally:
         if threads is None:
             os.environ.pop("OMP_NUM_THREADS", None)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return 0

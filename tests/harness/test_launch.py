@@ -4,6 +4,9 @@
 import argparse
 import os
 import re
+import signal
+import threading
+import time
 
 import pytest
 import torch
@@ -54,10 +57,30 @@ def test_a_failing_process_is_one_line_and_exit_1(capfd, monkeypatch):
     """Two processes of a command that does not exist: each exits 2, the agent says so in one line (and the
     thread count it gave them does not stay in this process's environment)."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    handlers = {sig: signal.getsignal(sig) for sig in launch.AGENT_SIGNALS}
     assert launch.local("no-such-command", _args(), 2, torch.device("cpu")) == 1
     assert "OMP_NUM_THREADS" not in os.environ
+    assert {sig: signal.getsignal(sig) for sig in launch.AGENT_SIGNALS} == handlers  # Ctrl-C works here again
     err = capfd.readouterr().err
     assert "+ torchrun --standalone --nproc-per-node=2 --max-restarts=0 -m harness no-such-command" in err
     # the agent stops the other process at the first failure, so one or both are counted
     assert re.search(r"llmbench no-such-command: [12] of 2 processes failed \(rank [01]: exit code -?\d+\); see "
                      r"their output above", err)
+
+
+def test_ctrl_c_stops_the_processes_and_is_a_keyboard_interrupt(monkeypatch):
+    """SIGINT while two processes run (here: `sleep 60`): the agent stops them, and the command ends as every
+    Ctrl-C does, with the handlers put back."""
+    monkeypatch.setattr(launch, "torchrun_words", lambda command, args, nproc: (
+        ["--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0", "--no-python", "sleep"], ["60"]))
+    handlers = {sig: signal.getsignal(sig) for sig in launch.AGENT_SIGNALS}
+    timer = threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            launch.local("finetune", _args(), 2, torch.device("cpu"))
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 50  # not the 60 s the processes would have slept
+    assert {sig: signal.getsignal(sig) for sig in launch.AGENT_SIGNALS} == handlers

@@ -146,7 +146,8 @@ def run(args) -> int:
         launch.processes(args.nproc, dist)
         return allreduce(args, dist)
     device = resolve_device(args.device)
-    gpus = torch.cuda.device_count() if device.type == "cuda" else 1
+    # by default every GPU of the node, unless one GPU was picked (--device cuda:1): then that one alone
+    gpus = torch.cuda.device_count() if device.type == "cuda" and device.index in (None, 0) else 1
     nproc = launch.processes(args.nproc, dist) if args.nproc else gpus
     launch.check_gpus(nproc, device)
     if args.dtype == "all":

@@ -56,8 +56,8 @@ def add_parser(sub) -> None:
     f.add_argument("--trainer", choices=TRAINERS, default="lean", help="lean loop or transformers Trainer")
     options.add_device(f, " (torchrun: each rank's GPU)")
     f.add_argument("--nproc", type=options.positive_int, default=None,
-                   help="processes on this node (default 1): more than one starts them under torchrun "
-                        "(DDP, gloo on CPU, nccl on GPU; one GPU each); under torchrun, its --nproc-per-node")
+                   help="processes on this node, one GPU each (None: 1, or under torchrun the ones it "
+                        "started); more than one starts them under torchrun (DDP, or FSDP with --fsdp; gloo on CPU)")
     f.add_argument("--fsdp", action="store_true",
                    help="shard parameters, gradients and optimizer state over the processes (FSDP2 "
                         "fully_shard, one unit per decoder layer) instead of DDP's full replicas")

@@ -358,9 +358,10 @@ def test_html_renders_markdown_instead_of_printing_it(sweep):
     assert page.count("<details") == page.count("</details>") > 5 and 'data-v="' in page
 
 
-def test_figures_drawn_in_worker_processes_match_the_serial_ones(tmp_path):
+def test_figures_drawn_in_worker_processes_match_the_serial_ones(tmp_path, monkeypatch):
     from harness import plots, report
 
+    monkeypatch.setattr(report.threading, "active_count", lambda: 1)  # as in `llmbench report`'s own process
     records = [engine_decode(e, "bf16", b, r * b) for e, r in (("hf", 10.0), ("lean", 20.0)) for b in (1, 2, 4)]
     jobs = [(plots.scaling, ("H100", records, "batch_size", "batch", tmp_path / "a", "b")),
             (plots.pareto, ("H100", records, tmp_path / "a", "p")),
@@ -371,6 +372,8 @@ def test_figures_drawn_in_worker_processes_match_the_serial_ones(tmp_path):
 
     assert os.getpid() not in report.draw([(os.getpid, ()), (os.getpid, ())], workers=2)  # in worker processes
     assert report.draw([(os.getpid, ())], workers=2) == [os.getpid()]  # one job: no pool
+    monkeypatch.setattr(report.threading, "active_count", lambda: 2)  # another thread: never fork
+    assert report.draw([(os.getpid, ()), (os.getpid, ())], workers=2) == [os.getpid()] * 2
     assert (tmp_path / "a" / "p.png").stat().st_size > 1000
 
 

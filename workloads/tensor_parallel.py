@@ -18,8 +18,9 @@ device, then sliced), so ``--tp N`` runs exactly the weights ``--tp 1`` does
 while no process ever holds more than its shards plus one full parameter. That
 is what makes a 70B model fit 8 GPUs, and the ``--tp 2`` tokens comparable
 with ``--tp 1``. The collectives are PyTorch's functional collectives, which
-``torch.compile`` can trace (the lean engine's captured step). A model whose
-LM head is tied to its embedding keeps the head whole in every process.
+``torch.compile`` can trace, so the lean engine's captured step may hold them
+(not yet run on a GPU; ``--no-compile`` is the fallback). A model whose LM head
+is tied to its embedding keeps the head whole in every process.
 
 Supported: Llama-style decoders (``llama``, ``mistral``, ``qwen2``) whose heads,
 KV heads, MLP width and vocabulary divide by N; anything else is refused in one

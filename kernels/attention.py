@@ -375,36 +375,40 @@ def _config(block_m: int, block_n: int, warps: int, stages: int) -> triton.Confi
     return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=warps, num_stages=stages)
 
 
-# Candidate (BLOCK_M, BLOCK_N, warps, stages) per generation. Forward and dQ need
-# BLOCK_M % BLOCK_N == 0 and dK/dV needs BLOCK_N % BLOCK_M == 0, so the causal
-# diagonal falls on block boundaries. Every candidate compiles without spilling a
-# register and fits in shared memory at head dims 64 and 128, in bf16: hopper on sm_90
-# and sm_100 (228 KB of shared memory per SM; deeper pipelines, bigger tiles), ampere on
-# sm_80 (164 KB). `llmbench kernel compile` shows it and a `compile`-marked test holds
-# it (tests/workloads/test_kernelcompile.py). What spilled, and was dropped (bf16, head
-# dim 128, Triton 3.9): forward 128x64 with 4 warps (396-968 bytes of spill stores on
-# sm_90/sm_100, 956 on sm_80) and 128x64 with 8 warps on sm_80; dK/dV with BLOCK_N 128
-# or 64x64 tiles at 4 warps (up to 3 KB on sm_90): dK and dV accumulate in fp32 beside
-# the K and V tiles, so at head dim 128 a program holds 2 x BLOCK_N x 128 fp32 values,
-# which fits only spread over 8 warps or with BLOCK_N 64 and small query blocks; dQ
-# 128x32 with 4 warps on sm_90. sm_86/89/120 (ampere table, 100 KB) fit every ampere
-# candidate as well.
+# Candidate (BLOCK_M, BLOCK_N, warps, stages, for masks) per generation. Forward and dQ
+# need BLOCK_M % BLOCK_N == 0 and dK/dV needs BLOCK_N % BLOCK_M == 0, so the causal
+# diagonal falls on block boundaries. A launch with a user mask (HF's padding and
+# static-cache masks) chooses only among the candidates marked True: loading the mask
+# tile costs registers, and some tiles that are clean without it spill with it.
+#
+# Every candidate compiles without spilling a register and fits in shared memory, in
+# bf16 at head dims 64 and 128, causal, non-causal, GQA and (where marked) masked:
+# hopper on sm_90 and sm_100 (228 KB of shared memory per SM), ampere on sm_80 (164 KB).
+# `llmbench kernel compile` shows it; a `compile`-marked test holds it for sm_80 and
+# sm_90. Dropped because they spilled (Triton 3.9, head dim 128): forward 128x64 and
+# 128x32 with 4 warps (60-968 bytes of spill stores), 128x128 masked on sm_90 (56 B; on
+# sm_100 it needs 229 KB, more than a block may have), 128-row tiles masked on sm_80 (up
+# to 604 B); dK/dV with BLOCK_N 128 and 32 rows, 64x64 and 32x64 with 4 warps (up to 3 KB):
+# dK and dV accumulate in fp32 beside the K and V tiles, 2 x BLOCK_N x 128 values per
+# program at head dim 128, which fit only spread over 8 warps or with small tiles; dQ
+# 128x32 with 4 warps on sm_90, 64x64 with 4 warps and 2 stages on sm_80.
 FWD_CONFIGS = {
     "interpreter": [(16, 16, 1, 1, True)],
-    "hopper": [(128, 64, 8, 3, True), (128, 128, 8, 3, True), (128, 32, 4, 4, True), (64, 64, 4, 3, True), (128, 64, 8, 4, True)],
-    "ampere": [(128, 64, 8, 2, True), (128, 32, 8, 3, True), (64, 64, 4, 3, True), (64, 32, 4, 4, True), (128, 32, 8, 4, True)],
+    "hopper": [(128, 64, 8, 3, True), (128, 128, 8, 3, False), (64, 64, 4, 3, True), (128, 64, 8, 4, True)],
+    "ampere": [(128, 64, 8, 2, False), (128, 32, 8, 3, False), (64, 64, 4, 3, True), (64, 32, 4, 4, True),
+               (128, 32, 8, 4, False)],
     "older": [(64, 64, 4, 2, True), (64, 32, 4, 2, True), (32, 32, 4, 2, True)],
 }
 BWD_DKDV_CONFIGS = {
     "interpreter": [(16, 16, 1, 1, True)],
-    "hopper": [(32, 64, 8, 3, True), (16, 128, 8, 3, True), (32, 64, 4, 3, True), (16, 64, 4, 3, True), (32, 64, 8, 4, True)],
-    "ampere": [(32, 64, 8, 3, True), (16, 128, 8, 2, True), (32, 64, 8, 2, True), (16, 64, 4, 3, True), (16, 64, 4, 2, True)],
+    "hopper": [(32, 64, 8, 3, True), (16, 128, 8, 3, True), (16, 64, 4, 3, True)],
+    "ampere": [(32, 64, 8, 3, True), (32, 64, 8, 2, True), (16, 64, 4, 3, True), (16, 64, 4, 2, True)],
     "older": [(32, 64, 4, 2, True), (32, 32, 4, 2, True), (16, 32, 4, 2, True)],
 }
 BWD_DQ_CONFIGS = {
     "interpreter": [(16, 16, 1, 1, True)],
     "hopper": [(128, 32, 8, 3, True), (128, 64, 8, 3, True), (64, 32, 4, 3, True), (64, 64, 4, 3, True)],
-    "ampere": [(64, 32, 4, 3, True), (128, 32, 8, 2, True), (64, 64, 4, 2, True), (64, 16, 4, 3, True)],
+    "ampere": [(64, 32, 4, 3, True), (128, 32, 8, 2, False), (64, 16, 4, 3, True)],
     "older": [(32, 32, 4, 2, True), (64, 32, 4, 2, True), (32, 16, 4, 2, True)],
 }
 TUNE_KEY = ["Q_LEN", "KV_LEN", "HEAD_DIM", "CAUSAL", "HAS_MASK"]

@@ -156,7 +156,8 @@ def _ptxas_report(compiled, capability: int) -> str:
 
 def _compile(launch: Launch, config: triton.Config, capability: int) -> tuple[object, str, float]:
     """Compile one candidate of a launch as the JIT would for these arguments; (kernel, ptxas log or '',
-    seconds)."""
+    seconds). The binder, ``_pack_args`` and ``ASTSource`` are what ``JITFunction.run`` uses in Triton 3.9
+    (not public API): a Triton that changes them fails the ``compile`` tests, not silently."""
     from triton import knobs
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, make_backend

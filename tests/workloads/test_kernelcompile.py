@@ -34,9 +34,11 @@ def test_attention_cases_capture_forward_and_backward_as_launched_on_the_gpu(cas
     launches = kernelcompile._capture(Case("attention", case, "bf16", 128), 90)
     assert _names(launches) == ["attention.fwd", "attention.bwd_delta", "attention.bwd_dkdv", "attention.bwd_dq"]
     fwd, delta, dkdv, dq = launches
+    expected = FWD_CONFIGS["hopper"] if case != "mask" else [c for c in FWD_CONFIGS["hopper"] if c[4]]
     assert [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in fwd.configs] == \
-        FWD_CONFIGS["hopper"]
-    assert len(dkdv.configs) == len(BWD_DKDV_CONFIGS["hopper"]) and len(dq.configs) == len(BWD_DQ_CONFIGS["hopper"])
+        [c[:4] for c in expected]
+    assert len(dkdv.configs) == len([c for c in BWD_DKDV_CONFIGS["hopper"] if case != "mask" or c[4]])
+    assert len(dq.configs) == len([c for c in BWD_DQ_CONFIGS["hopper"] if case != "mask" or c[4]])
     assert fwd.kwargs["HEAD_DIM"] == 128 and fwd.kwargs["BLOCK_D"] == 128
     assert fwd.kwargs["UPCAST"] is False  # a GPU launch: bf16 dots are not upcast as in the interpreter
     assert fwd.kwargs["CAUSAL"] is (case != "noncausal") and fwd.kwargs["HAS_MASK"] is (case == "mask")
@@ -150,3 +152,15 @@ def test_int8_linear_cases_capture_the_decode_and_prefill_launches():
     assert len(decode.configs) == len(DECODE_CONFIGS["hopper"]) and len(prefill.configs) == len(PREFILL_CONFIGS["hopper"])
     assert decode.args[1].dtype == torch.int8 and decode.args[5:8] == (1, 14336, 4096)
     assert prefill.args[5] == 512
+
+
+@pytest.mark.parametrize("capability, table", [(80, "ampere"), (90, "hopper")])
+def test_masked_launches_choose_among_the_candidates_marked_for_masks(capability, table):
+    def shapes(launch):
+        return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in launch.configs]
+
+    plain = kernelcompile._capture(Case("attention", "causal", "bf16", 128), capability)
+    masked = kernelcompile._capture(Case("attention", "mask", "bf16", 128), capability)
+    for i, configs in ((0, FWD_CONFIGS), (2, BWD_DKDV_CONFIGS), (3, BWD_DQ_CONFIGS)):
+        assert shapes(plain[i]) == [c[:4] for c in configs[table]]
+        assert shapes(masked[i]) == [c[:4] for c in configs[table] if c[4]] and masked[i].configs

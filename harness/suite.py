@@ -69,6 +69,8 @@ def _quick_steps(device: str) -> list[Step]:
              workload="attention"),
         Step("kernel-decode-attention", ["kernel", "decode-attention", "--dtype", "bf16", "--batch-size", "1,4",
                                          "--context", "256,1024", "--no-progress", *d], 5, workload="decode-attention"),
+        Step("kernel-compile", ["kernel", "compile", "--arch", "sm_90", "--head-dim", "128", "--case", "causal,paged",
+                                "--no-progress"], 60, workload="kernel-compile"),
         Step("finetune-bf16", ["finetune", "--model", "gpt2", "--dtype", "bf16", "--batch-size", "2", "--seq-len", "64",
                                "--steps", "3", "--warmup-steps", "1", *d], 18, workload="finetune"),
         Step("finetune-fp32", ["finetune", "--model", "gpt2", "--dtype", "fp32", "--batch-size", "2", "--seq-len", "64",
@@ -94,6 +96,10 @@ def _full_steps(device: str) -> list[Step]:
                                   "--seq-len", "4096,8192,16384", "--no-progress", *d], 300, workload="attention"),
         Step("kernel-decode-attention", ["kernel", "decode-attention", "--dtype", "bf16", "--no-progress", *d], 240,
              workload="decode-attention"),
+        Step("kernel-decode-attention-int8", ["kernel", "decode-attention", "--dtype", "bf16", "--kv-dtype", "int8",
+                                              "--impl", "triton,triton-paged", "--no-progress", *d], 120,
+             workload="decode-attention"),
+        Step("kernel-compile", ["kernel", "compile", "--no-progress"], 300, workload="kernel-compile"),
     ]
     for dtype in ("bf16", "fp32"):
         steps.append(Step(f"finetune-{dtype}", ["finetune", "--model", "llama-3.2-1b", "--dtype", dtype,

@@ -25,11 +25,11 @@ def test_quick_cpu_skips_what_needs_a_gpu(tmp_path):
     (tmp_path / "tests").mkdir()
     steps = suite.steps(True, "cpu", "cpu", tests=tmp_path / "tests")
     assert names(steps) == ["peak", "decode-dtypes", "decode-engines-sdpa", "decode-engines-triton", "kernel-attention",
-                            "kernel-decode-attention", "finetune-bf16", "finetune-fp32", "gpu-tests"]
+                            "kernel-decode-attention", "kernel-compile", "finetune-bf16", "finetune-fp32", "gpu-tests"]
     assert names(steps, skipped=True) == ["decode-engines-triton", "gpu-tests"]
     assert {s.skip for s in steps if s.skip} == {suite.NEEDS_GPU}
     for s in steps:
-        if not s.pytest:
+        if not s.pytest and s.name != "kernel-compile":  # compiling for GPUs uses no device
             assert s.argv[s.argv.index("--device") + 1] == "cpu"
     decode = next(s for s in steps if s.name == "decode-dtypes").argv
     assert "--repeats" in decode and decode[decode.index("--model") + 1] == "qwen2.5-0.5b"
@@ -42,7 +42,7 @@ def test_full_gpu_runs_the_targets_sizes(tmp_path):
     assert names(steps) == [
         "peak", "decode-dtypes-1b", "decode-engines-sdpa-1b", "decode-engines-triton-1b", "decode-dtypes-8b",
         "decode-engines-sdpa-8b", "decode-engines-triton-8b", "kernel-attention", "kernel-decode-attention",
-        "finetune-bf16", "finetune-fp32", "gpu-tests"]
+        "kernel-decode-attention-int8", "kernel-compile", "finetune-bf16", "finetune-fp32", "gpu-tests"]
     by = {s.name: s.argv for s in steps}
     assert by["decode-engines-triton-8b"][by["decode-engines-triton-8b"].index("--model") + 1] == "llama-3.1-8b"
     assert "hf,hf-static,lean" in by["decode-engines-sdpa-1b"] and "--batch-size" in by["decode-dtypes-1b"]

@@ -795,9 +795,14 @@ def compile_summary(records: list[dict]) -> list[str]:
     fits exists for every case, or which cases have none and the least-spilling candidate there."""
     groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     several = len({r.get("dtype") for r in records}) > 1
-    for r in records:
-        groups[(r.get("kernel"), r.get("arch"), r.get("dtype"), r.get("head_dim"))][str(r.get("case"))].append(r)
     lines = []
+    for r in records:
+        if r.get("status") == "skipped":  # a case the architecture cannot run (fp8 before sm_89)
+            lines.append(f"{r.get('kernel')} {r.get('arch')} head dim {r.get('head_dim')}: {r.get('case')} skipped: "
+                         f"{r.get('error')}")
+            continue
+        groups[(r.get("kernel"), r.get("arch"), r.get("dtype"), r.get("head_dim"))][str(r.get("case"))].append(r)
+    lines = list(dict.fromkeys(lines))
     for (kernel, arch, dtype, head_dim), cases in sorted(groups.items(), key=lambda kv: (
             str(kv[0][0]), _arch_order(kv[0][1]), _precision_order(kv[0][2] or ""), kv[0][3] or 0)):
         where = f"{kernel} {arch} head dim {head_dim}" + (f" {dtype}" if several else "")

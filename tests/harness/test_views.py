@@ -291,3 +291,12 @@ def test_other_views_ignore_compile_records():
     assert views.record_label(records[0]).startswith("kernel-compile")
     assert views.other_warnings(records) == [] and views.roofline_warnings(records) == []
     assert views.not_completed_rows([compiled("a", "sm_80", 64, "w4", status="failed")])[0]["points"] == 1
+
+
+def test_compile_summary_says_skipped_cases_are_skipped_not_missing():
+    point = {"workload": "kernel-compile", "kernel": "decode_attention.*", "arch": "sm_80", "dtype": "bf16",
+             "head_dim": 128, "case": "fp8", "candidate": None, "device": None}
+    skipped = make_record(run_id="c", point=point, status="skipped", error="float8_e4m3fn needs sm_89 or newer")
+    lines = views.compile_summary([skipped, compiled("decode_attention.split", "sm_80", 128, "BLOCK_N=64 w4")])
+    assert lines[0] == "decode_attention.* sm_80 head dim 128: fp8 skipped: float8_e4m3fn needs sm_89 or newer"
+    assert not any("NO spill-free" in line for line in lines)

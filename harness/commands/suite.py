@@ -6,7 +6,8 @@ the decode-attention kernel (contiguous and paged) against SDPA; a fine-tune in 
 a GPU the GPU tests (``pytest -m gpu``). Each step is a plain ``llmbench`` command line in its own process
 with ``--out DIR`` (printed before it runs, so it can be re-run by hand); a step that fails is noted and
 the suite goes on. Then ``llmbench report DIR --out DIR/report``, and ``DIR/targets.md``: one row per
-target with the measured value, the goal and the verdict, also put first in the report. The steps and
+target with the measured value, the goal and the verdict, written first and shown first in the report
+(``--first``). The steps and
 targets live in ``harness.suite``.
 
 Exit code 0 when every step that was to run here ran cleanly (steps that need a GPU are skipped on a
@@ -42,31 +43,6 @@ def add_parser(sub) -> None:
     s.add_argument("--dry-run", action="store_true", help="print the steps' command lines and run nothing")
 
 
-def _html_section(markdown: str) -> str:
-    """The suite's targets as a plain HTML block (a <pre> of the Markdown, escaped)."""
-    import html
-
-    return f'<section id="suite"><h2>llmbench suite</h2><pre>{html.escape(markdown)}</pre></section>\n'
-
-
-def _put_first(report_dir: Path, section: str) -> None:
-    """Put the suite's section first in the report (after the Markdown title / the HTML <body>)."""
-    md = report_dir / "report.md"
-    if md.exists():
-        text = md.read_text()
-        head, _sep, rest = text.partition("\n")
-        if head.startswith("# "):
-            md.write_text(f"{head}\n\n{section}\n{rest.lstrip()}")
-        else:
-            md.write_text(f"{section}\n{text}")
-    page = report_dir / "report.html"
-    if page.exists():
-        text = page.read_text()
-        at = text.find("<body")
-        at = text.find(">", at) + 1 if at >= 0 else 0
-        page.write_text(text[:at] + _html_section(section) + text[at:])
-
-
 def run(args) -> int:
     from harness import suite
     from harness.envinfo import capture
@@ -83,7 +59,8 @@ def run(args) -> int:
         for step in todo:
             line = " ".join(suite.command(step, out))
             print(f"# {step.name}: skipped ({step.skip})\n# {line}" if step.skip else line)
-        print(" ".join([sys.executable, "-m", "harness", "report", str(out), "--out", str(out / "report")]))
+        print(" ".join([sys.executable, "-m", "harness", "report", str(out), "--out", str(out / "report"), "--first",
+                        str(out / "targets.md")]))
         return 0
     options.check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,20 +68,19 @@ def run(args) -> int:
           f"({device.type}) into {out}")
     env_stub = {k: env.get(k) for k in ("device_name", "device_type", "host")}
     outcomes = suite.run(todo, out, env=env_stub)
-    report = suite.Step("report", ["report", str(out), "--out", str(out / "report")], 30)
-    code = suite.run_process([sys.executable, "-m", "harness", *report.argv], out / "logs" / "report.log")
     rows = suite.targets(read_records([out / "records.jsonl"]) if (out / "records.jsonl").exists() else [])
     markdown = suite.targets_markdown(rows, outcomes)
     (out / "targets.md").write_text(f"# llmbench suite{' --quick' if args.quick else ''}: "
                                     f"{env.get('device_name')} ({device.type}), {date.today()}\n\n{markdown}")
+    report = suite.Step("report", ["report", str(out), "--out", str(out / "report"), "--first",
+                                   str(out / "targets.md")], 30)
+    code = suite.run_process([sys.executable, "-m", "harness", *report.argv], out / "logs" / "report.log")
     (out / "suite.json").write_text(json.dumps({
         "quick": args.quick, "device": env.get("device_name"), "device_type": device.type, "date": str(date.today()),
         "steps": [{"name": o.step.name, "status": o.status, "returncode": o.returncode, "seconds": round(o.seconds, 1),
                    "records": o.records, "command": suite.command(o.step, out), "notes": o.notes} for o in outcomes],
         "report_returncode": code,
     }, indent=1) + "\n")
-    if code == 0:
-        _put_first(out / "report", markdown)
     failed = [o.step.name for o in outcomes if o.status == "failed"]
     skipped = [o.step.name for o in outcomes if o.status == "skipped"]
     print()

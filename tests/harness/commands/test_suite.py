@@ -14,7 +14,8 @@ def test_dry_run_prints_the_command_lines(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     runs = [line for line in out if not line.startswith("#")]
     assert runs[0] == f"{sys.executable} -m harness peak --buffer-mb 64 --matmul-n 512 --device cpu --out {tmp_path / 's'}"
-    assert runs[-1].endswith(f"-m harness report {tmp_path / 's'} --out {tmp_path / 's' / 'report'}")
+    assert runs[-1].endswith(f"-m harness report {tmp_path / 's'} --out {tmp_path / 's' / 'report'} "
+                             f"--first {tmp_path / 's' / 'targets.md'}")
     assert "# decode-engines-triton: skipped (needs a GPU)" in out
     assert any("kernel decode-attention" in line for line in runs)
     assert not (tmp_path / "s").exists()  # nothing written
@@ -53,7 +54,7 @@ def test_a_clean_run_fills_the_folder(tmp_path, monkeypatch, capsys):
     out = tmp_path / "s"
     assert cli.main(["suite", "--quick", "--device", "cpu", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "[suite 1/9] peak:" in printed and "left" in printed
+    assert "[suite 1/10] peak:" in printed and "left" in printed
     targets = (out / "targets.md").read_text()
     assert "| peak memory bandwidth | X (h): copy 40.0 GB/s" in targets and "| met |" in targets
     assert "not measured here" in targets and "| decode-engines-triton | skipped |" in targets

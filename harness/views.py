@@ -214,26 +214,6 @@ def decode_label(r: dict) -> str:
     return f"{r['model']} b{r['batch_size']} p{r['prompt_len']} n{r['new_tokens']}"
 
 
-def bf16_vs_fp32(records: list[dict]) -> str:
-    """One sentence per decode point where both bf16 and fp32 ran."""
-    by_point = defaultdict(dict)
-    for r in records:
-        by_point[decode_label(r)][r["dtype"]] = r
-    lines = []
-    for label, g in by_point.items():
-        if "fp32" in g and "bf16" in g:
-            f, b = g["fp32"], g["bf16"]
-            speed = b["metrics"]["tokens_per_s"] / f["metrics"]["tokens_per_s"]
-            ratio = f["cost"]["bytes_per_step"] / b["cost"]["bytes_per_step"]
-            lines.append(
-                f"{label}: bf16 decodes {speed:.2f}x as fast as fp32. Each step moves {ratio:.2f}x fewer bytes "
-                f"({b['cost']['bytes_per_step'] / 1e6:.1f} vs {f['cost']['bytes_per_step'] / 1e6:.1f} MB: weights "
-                f"and KV cache halve), at {b['derived']['achieved_gbps']:.1f} vs {f['derived']['achieved_gbps']:.1f}"
-                " GB/s achieved."
-            )
-    return "\n".join(f"- {line}" for line in lines)
-
-
 # ---------------------------------------------------------------- fine-tune
 
 

@@ -43,13 +43,6 @@ def test_decode_note():
     assert views.decode_note(decode("bf16", "hf", 0, status="oom")).endswith("oom: CUDA out of memory")
 
 
-def test_bf16_vs_fp32_sentence():
-    bf16, fp32 = decode("bf16", "hf", 100.0), decode("fp32", "hf", 50.0)
-    fp32["cost"]["bytes_per_step"] = 10e6
-    text = views.bf16_vs_fp32([bf16, fp32])
-    assert text.startswith("- m b1 p8 n4: bf16 decodes 2.00x as fast as fp32") and "2.00x fewer bytes" in text
-
-
 def attention(impl, ms, status="ok"):
     point = {"workload": "attention", "attn": impl, "dtype": "bf16", "mode": "fwd", "causal": True, "head_dim": 64,
              "heads": 8, "kv_heads": 8, "seq_len": 128, "batch_size": 2}

@@ -313,7 +313,8 @@ def attention_table(records: list[dict]) -> str:
 
 
 def decode_attention_table(records: list[dict]) -> str:
-    """One row per record that ran: KV-read bandwidth, % of measured copy bandwidth, speed over SDPA."""
+    """One row per record that ran: KV-read bandwidth (bytes as stored: int8/fp8 caches count values and
+    scales), % of measured copy bandwidth, speed over SDPA at the same compute dtype."""
     def key(r):
         return (r["dtype"], r["head_dim"], r["kv_heads"], r["batch_size"], r["context"])
 
@@ -325,16 +326,17 @@ def decode_attention_table(records: list[dict]) -> str:
         m, d = r["metrics"], r["derived"]
         ms, base = m.get("time_ms"), sdpa.get(key(r))
         rows.append({
-            "impl": r["attn"], "dtype": r["dtype"], "batch": r["batch_size"], "context": r["context"],
-            "heads": f"{r['heads']}/{r['kv_heads']}", "head_dim": r["head_dim"],
+            "impl": r["attn"], "dtype": r["dtype"], "kv": r.get("kv_dtype") or r["dtype"], "batch": r["batch_size"],
+            "context": r["context"], "heads": f"{r['heads']}/{r['kv_heads']}", "head_dim": r["head_dim"],
             "us": ms * 1e3 if ms else None, "gbps": d.get("achieved_gbps"),
             "mbu": _util(d.get("mbu")), "vs_sdpa": base / ms if base and ms else None, "bound": d.get("bound"),
             "status": _status(r),
         })
     table = render(rows, [
-        ("impl", "impl", ""), ("dtype", "dtype", ""), ("batch", "batch", "d"), ("context", "context", "d"),
-        ("heads", "heads/kv", ""), ("head_dim", "head dim", "d"), ("us", "median us", ".1f"),
-        ("gbps", "GB/s", ".1f"), ("mbu", "% peak BW", ".1f"), ("vs_sdpa", "x sdpa", ".2f"), ("bound", "bound", ""),
+        ("impl", "impl", ""), ("dtype", "dtype", ""), ("kv", "KV cache", ""), ("batch", "batch", "d"),
+        ("context", "context", "d"), ("heads", "heads/kv", ""), ("head_dim", "head dim", "d"),
+        ("us", "median us", ".1f"), ("gbps", "GB/s stored", ".1f"), ("mbu", "% peak BW", ".1f"),
+        ("vs_sdpa", "x sdpa", ".2f"), ("bound", "bound", ""),
         ("status", "status", ""),
     ])
     return "\n".join([table, *roof_notes(rows, records), *_skipped_notes(records)])

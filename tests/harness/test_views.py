@@ -293,3 +293,17 @@ def test_compile_summary_says_skipped_cases_are_skipped_not_missing():
     lines = views.compile_summary([skipped, compiled("decode_attention.split", "sm_80", 128, "BLOCK_N=64 w4")])
     assert lines[0] == "decode_attention.* sm_80 head dim 128: fp8 skipped: float8_e4m3fn needs sm_89 or newer"
     assert not any("NO spill-free" in line for line in lines)
+
+
+def test_decode_attention_table_names_the_kv_format_and_compares_with_sdpa_at_the_compute_dtype():
+    point = {"workload": "decode-attention", "dtype": "bf16", "batch_size": 1, "context": 64, "heads": 8,
+             "kv_heads": 2, "head_dim": 64}
+    sdpa = make_record(run_id="k", point={**point, "attn": "sdpa"}, metrics={"time_ms": 0.02},
+                       derived={"achieved_gbps": 5.0})
+    int8 = make_record(run_id="k", point={**point, "attn": "triton", "kv_dtype": "int8"}, metrics={"time_ms": 0.01},
+                       derived={"achieved_gbps": 6.0})
+    lines = views.decode_attention_table([sdpa, int8]).splitlines()
+    assert lines[0].split()[:4] == ["impl", "dtype", "KV", "cache"]
+    sdpa_row, int8_row = lines[2].split(), lines[3].split()
+    assert sdpa_row[:3] == ["sdpa", "bf16", "bf16"] and int8_row[:3] == ["triton", "bf16", "int8"]
+    assert "2.00" in int8_row  # x sdpa: the bf16 SDPA point at the same shape

@@ -256,20 +256,43 @@ def finetune_report_rows(records: list[dict]) -> list[dict]:
     return finetune_rows(keyed)
 
 
-FINETUNE_MEASURED = [("tok_s", "tok/s", "si"), ("samples_s", "samples/s", "si"), ("p50", "step p50 (s)", "si"),
-                     ("flops", "FLOP/s", "si"), ("mfu", "MFU (%)", "3g"), ("mem", "peak mem (B)", "si"),
-                     ("loss", "loss start -> end", "")]
+FINETUNE_MEASURED = [("tok_s", "tok/s", "si"), ("per_process", "tok/s per process", "si"),
+                     ("scaling", "scaling efficiency (%)", "3g"), ("samples_s", "samples/s", "si"),
+                     ("p50", "step p50 (s)", "si"), ("flops", "FLOP/s", "si"), ("mfu", "MFU (%)", "3g"),
+                     ("mem", "peak mem (B)", "si"), ("loss", "loss start -> end", "")]
+SCALING_SAME = ("model", "trainer", "dtype", "batch_size", "seq_len", "grad_accum", "device")
+
+
+def scaling_efficiency(records: list[dict]) -> list[float | None]:
+    """Per fine-tune record: its tokens/s per process over the tokens/s of the one-process record of the same
+    model, trainer, precision, per-process batch, sequence length and accumulation, as a fraction (1.0 =
+    linear scaling); None for one-process records and where no such baseline ran."""
+    base = {}
+    for r in records:
+        if r["status"] == "ok" and (r.get("world_size") or 1) == 1 and r["metrics"].get("tokens_per_s"):
+            base.setdefault(tuple(r.get(k) for k in SCALING_SAME), r["metrics"]["tokens_per_s"])
+    out = []
+    for r in records:
+        one = base.get(tuple(r.get(k) for k in SCALING_SAME))
+        per = r["metrics"].get("tokens_per_s_per_process")
+        out.append(per / one if one and per and (r.get("world_size") or 1) > 1 and r["status"] == "ok" else None)
+    return out
 
 
 def finetune_report_table(records: list[dict]) -> tuple[list[dict], list[tuple], str]:
     """Rows, columns and 'same in every row' line of a device's fine-tune table: a column per varying
-    point field (model, trainer, precision, sizes), then the measurements in 3 significant figures."""
+    point field (model, trainer, precision, sizes, world size), then the measurements in 3 significant
+    figures; multi-process rows add tokens/s per process and the scaling efficiency against the
+    one-process run (``scaling_efficiency``)."""
     varying, constant = varying_fields(records)
     rows = []
-    for r, row in zip(records, finetune_rows(records)):
+    for r, row, eff in zip(records, finetune_rows(records), scaling_efficiency(records)):
         p50 = row["p50"]
+        multi = (r.get("world_size") or 1) > 1
         rows.append({**{k: _field_value(r.get(k)) for k in varying},
-                     "tok_s": row["tok_s"], "samples_s": row["samples_s"], "p50": None if p50 is None else p50 / 1e3,
+                     "tok_s": row["tok_s"], "per_process": r["metrics"].get("tokens_per_s_per_process") if multi
+                     else None, "scaling": None if eff is None else 100 * eff,
+                     "samples_s": row["samples_s"], "p50": None if p50 is None else p50 / 1e3,
                      "flops": _per_s(row["tflops"], 1e12), "mfu": row["mfu"],
                      "mem": None if row["mem"] is None else row["mem"] * 1e9, "loss": row["loss"]})
     order = sorted(range(len(rows)), key=lambda i: _sort_key(records[i], varying))
@@ -393,6 +416,8 @@ def peak_table(records: list[dict], spec) -> str:
         bandwidth = r["workload"] != "matmul"
         value = r["derived"]["achieved_gbps" if bandwidth else "achieved_tflops"]
         peak = (spec.mem_gbps if bandwidth else spec.tflops.get(r["dtype"])) if spec else None
+        if r["workload"] == "allreduce":
+            peak = None  # an interconnect's bus bandwidth, not memory: the HBM datasheet value does not apply
         rows.append({"what": r["workload"], "dtype": r["dtype"], "value": value,
                      "unit": "GB/s" if bandwidth else "TFLOP/s", "spec": peak,
                      "pct": 100 * value / peak if peak else None, "ms": r["metrics"]["time_ms"]})
@@ -413,6 +438,9 @@ def ceiling_rows(c) -> list[dict]:
     for dtype in sorted(c.matmul_tflops, key=_precision_order):
         rows.append({"what": f"{dtype} matmul (TFLOP/s)", "measured": c.matmul_tflops[dtype],
                      "spec": spec.tflops.get(dtype) if spec else None})
+    for world in sorted(getattr(c, "allreduce_gbps", None) or {}):  # an interconnect: no HBM datasheet value
+        rows.append({"what": f"all-reduce bus bandwidth, {world} processes (GB/s)",
+                     "measured": c.allreduce_gbps[world], "spec": None})
     for row in rows:
         row["pct"] = 100 * row["measured"] / row["spec"] if row["measured"] and row["spec"] else None
     return rows

@@ -307,3 +307,34 @@ def test_decode_attention_table_names_the_kv_format_and_compares_with_sdpa_at_th
     sdpa_row, int8_row = lines[2].split(), lines[3].split()
     assert sdpa_row[:3] == ["sdpa", "bf16", "bf16"] and int8_row[:3] == ["triton", "bf16", "int8"]
     assert "2.00" in int8_row  # x sdpa: the bf16 SDPA point at the same shape
+
+
+def test_scaling_efficiency_against_the_one_process_run_of_the_same_point():
+    def ft(world, tok_s, per=None, batch=4, status="ok"):
+        point = {"workload": "finetune", "model": "m", "trainer": "lean", "dtype": "bf16", "batch_size": batch,
+                 "seq_len": 128, "grad_accum": 1, "device": "cuda:0", "world_size": world}
+        metrics = {"tokens_per_s": tok_s, **({"tokens_per_s_per_process": per} if per else {})}
+        return make_record(run_id="f", point=point, status=status, metrics=metrics)
+
+    records = [ft(1, 1000.0), ft(2, 1900.0, per=950.0), ft(8, 7200.0, per=900.0), ft(2, 3000.0, per=1500.0, batch=8)]
+    assert views.scaling_efficiency(records) == [None, 0.95, 0.9, None]  # batch 8 has no one-process run
+    rows, columns, _ = views.finetune_report_table(records)
+    assert ("scaling", "scaling efficiency (%)", "3g") in columns
+    assert sorted(r["scaling"] for r in rows if r["scaling"] is not None) == [90.0, 95.0]
+    single, = [r for r in rows if r.get("world_size") == "1" or r.get("world_size") == 1]
+    assert single["per_process"] is None and single["scaling"] is None
+    only_one = views.finetune_report_table([ft(1, 1000.0)])[1]
+    assert not any(c[0] in ("scaling", "per_process") for c in only_one)  # no empty columns
+
+
+def test_allreduce_ceilings_are_listed_without_a_memory_datasheet_comparison():
+    c = Ceilings("H100", copy_gbps=3000.0, triad_gbps=3100.0, matmul_tflops={}, spec=spec_for("NVIDIA H100 80GB HBM3"),
+                 allreduce_gbps={8: 360.0, 2: 150.0})
+    rows = views.ceiling_rows(c)
+    assert [(r["what"], r["measured"], r["pct"]) for r in rows[2:]] == [
+        ("all-reduce bus bandwidth, 2 processes (GB/s)", 150.0, None),
+        ("all-reduce bus bandwidth, 8 processes (GB/s)", 360.0, None)]
+    ar = make_record(run_id="p", point={"workload": "allreduce", "dtype": "fp32"}, metrics={"time_ms": 1.0},
+                     derived={"achieved_gbps": 150.0})
+    line = views.peak_table([ar], c.spec).splitlines()[2].split()
+    assert line[:3] == ["allreduce", "fp32", "150"] and "4.5" not in line  # no % of the HBM spec

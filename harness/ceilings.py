@@ -37,14 +37,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
-from harness import runner, telemetry
-from harness.memory import available_bytes
 from harness.records import read_records
 from workloads.choices import CEILING_WORKLOADS
-from workloads.micro import MicroPoint, MicroWorkload
-from workloads.precision import Precision
+
+if TYPE_CHECKING:  # torch and the measuring side load only when a ceiling is measured: a report needs neither
+    import torch
+
+    from workloads.micro import MicroWorkload
+    from workloads.precision import Precision
 
 Shape = tuple[int, int, int]  # a matmul's (m, n, k)
 
@@ -180,6 +182,8 @@ def fingerprint(device: torch.device, env: dict) -> dict:
     """What a measured ceiling depends on besides the hardware model: the device's name and the
     torch version (from ``env``, a record's environment), and on a CPU the threads torch uses, on a
     GPU its maximum SM and memory clocks and its power limit (where NVML gives them)."""
+    import torch
+
     out = {"device_name": str(env.get("device_name")), "torch": str(env.get("torch") or torch.__version__)}
     if device.type == "cuda":
         out.update(_gpu_limits(device))
@@ -189,6 +193,8 @@ def fingerprint(device: torch.device, env: dict) -> dict:
 
 
 def _gpu_limits(device: torch.device) -> dict:
+    from harness import telemetry
+
     opened = telemetry.open_nvml(device)
     if opened is None:
         return {}
@@ -241,8 +247,17 @@ def cpu_cache_bytes(root: Path = CPU_SYSFS) -> int | None:
 def last_level_cache_bytes(device: torch.device) -> int | None:
     """The GPU's L2 or the host's last-level cache (None when unknown)."""
     if device.type == "cuda":
+        import torch
+
         return getattr(torch.cuda.get_device_properties(device), "L2_cache_size", None)
     return cpu_cache_bytes()
+
+
+def available_bytes(device: torch.device) -> int:
+    """Free memory on ``device`` (``harness.memory.available_bytes``, imported when needed)."""
+    from harness.memory import available_bytes as free
+
+    return free(device)
 
 
 def sizes(device: torch.device) -> tuple[list[int], int]:
@@ -269,6 +284,8 @@ def workloads(device: torch.device, precisions: list[Precision], buffer_bytes: l
               fingerprint: dict | None = None) -> list[MicroWorkload]:
     """Copy and triad at every buffer size, and per precision a square matmul (side ``matmul_n``)
     plus ``matmul_shapes`` ((m, n, k) tuples); defaults from ``sizes``."""
+    from workloads.micro import MicroPoint, MicroWorkload
+
     default_bytes, default_n = sizes(device)
     buffers = [MicroPoint(b) for b in buffer_bytes or default_bytes]
     side = matmul_n or default_n
@@ -278,7 +295,7 @@ def workloads(device: torch.device, precisions: list[Precision], buffer_bytes: l
 
 
 def _run(work: list[MicroWorkload], run_id: str, env: dict, out: Path | None) -> list[dict]:
-    from harness import views
+    from harness import runner, views
 
     return runner.run(work, run_id, env, out=out, desc="ceilings", note=views.ceiling_note)
 
@@ -319,6 +336,8 @@ def stored_or_measured(out: Path, device: torch.device, precisions: list[Precisi
                if latest != current else "none are stored for this setup")
         work = workloads(device, precisions, matmul_shapes=shapes, fingerprint=current)
     else:
+        from workloads.micro import MicroPoint, MicroWorkload
+
         why = "some are missing"
         work = []
         for p in precisions:

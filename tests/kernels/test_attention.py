@@ -18,15 +18,7 @@ F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 TOL = {F32: 2e-5, F16: 4e-3, BF16: 3e-2}
 
 
-@pytest.fixture(autouse=True)
-def poisoned_outputs(monkeypatch):
-    real_empty, real_empty_like = torch.empty, torch.empty_like
-
-    def fill(t):
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: fill(real_empty(*a, **k)))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: fill(real_empty_like(*a, **k)))
+pytestmark = pytest.mark.usefixtures("poisoned_outputs")  # tests/kernels/conftest.py
 
 
 def inputs(batch, heads, kv_heads, q_len, kv_len, head_dim, dtype, seed):

@@ -15,15 +15,7 @@ F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 TOL = {F32: 2e-5, F16: 4e-3, BF16: 3e-2}
 
 
-@pytest.fixture(autouse=True)
-def poisoned_outputs(monkeypatch):
-    real_empty = torch.empty
-
-    def empty(*args, **kwargs):
-        t = real_empty(*args, **kwargs)
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", empty)
+pytestmark = pytest.mark.usefixtures("poisoned_outputs")  # tests/kernels/conftest.py
 
 
 def make(batch, heads, kv_heads, q_len, head_dim, capacity, lengths, dtype, page_size=0, seed=0):

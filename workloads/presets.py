@@ -178,13 +178,19 @@ def build_model(spec: ModelSpec, dtype: torch.dtype, device: torch.device, attn:
     model.tie_weights()  # skipped along with the init; tied presets must share their LM head
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if param.ndim >= 2:
-                param.normal_(0.0, INIT_STD)
-            elif name.endswith("bias"):
-                param.zero_()
-            else:
-                param.fill_(1.0)
+            init_parameter(name, param)
     return model.eval()
+
+
+def init_parameter(name: str, tensor: torch.Tensor) -> None:
+    """The random-weights rule, in place: matrices N(0, INIT_STD), biases 0, norm scales 1 (the tensor
+    parallel build draws the same stream through it, parameter by parameter)."""
+    if tensor.ndim >= 2:
+        tensor.normal_(0.0, INIT_STD)
+    elif name.endswith("bias"):
+        tensor.zero_()
+    else:
+        tensor.fill_(1.0)
 
 
 def meta_model(spec: ModelSpec):

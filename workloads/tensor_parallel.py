@@ -43,7 +43,7 @@ from transformers.initialization import no_init_weights
 
 from workloads import cost
 from workloads.errors import UserError
-from workloads.presets import INIT_STD, ModelSpec
+from workloads.presets import ModelSpec, init_parameter
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 COLUMNS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")  # split by output rows (dim 0)
@@ -166,12 +166,7 @@ def build(spec: ModelSpec, dtype: torch.dtype, device: torch.device, attn: str, 
     with torch.no_grad():
         for name, param in list(model.named_parameters()):
             full = torch.empty(param.shape, dtype=param.dtype, device=device)
-            if param.ndim >= 2:
-                full.normal_(0.0, INIT_STD)
-            elif name.endswith("bias"):
-                full.zero_()
-            else:
-                full.fill_(1.0)
+            init_parameter(name, full)
             _set(model, name, _shard(full, plan(name, tied), rank, tp))
             del full
     if tied:

@@ -80,6 +80,7 @@ def make_record(
     env: dict | None = None,
     telemetry: dict | None = None,
     warnings: list[str] | None = None,
+    quality: dict | None = None,
 ) -> dict:
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
@@ -98,6 +99,8 @@ def make_record(
     if telemetry:  # absent, never zeros, when there is no telemetry
         record["telemetry"] = telemetry
     record["warnings"] = list(warnings or [])  # impossible or doubtful values, in words
+    if quality:  # quantized or approximate variants against their reference (absent for the reference)
+        record["quality"] = quality
     return record
 
 

@@ -142,8 +142,10 @@ def _record(workload, point, run_id: str, env: dict, ceilings, metrics: dict, te
         if metrics.get(f"{name}_cv", 0) > NOISY_CV:
             notes.append(f"noisy: {name} varies by {100 * metrics[f'{name}_cv']:.1f}% (CV over "
                          f"{metrics.get(f'{name}_n')} samples); a quieter machine or more repeats narrow it")
+    quality = getattr(workload, "quality", lambda point: None)(point)  # untimed, after the timed runs
     record = make_record(run_id=run_id, point=workload.fields(point), metrics=metrics, cost=cost.block(),
-                         derived=roofline.derive(cost, metrics), env=env, telemetry=tel, warnings=notes)
+                         derived=roofline.derive(cost, metrics), env=env, telemetry=tel, warnings=notes,
+                         quality=quality)
     return roofline.with_ceilings(record, ceilings)
 
 

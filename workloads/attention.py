@@ -15,6 +15,8 @@ Up to ``DECODE_MAX_QUERIES`` new tokens over a KV cache (a decode step, or a
 speculative one) go to ``kernels.decode_attention`` instead when no gradient is
 needed: split-K over the cache, each KV head read once for its query heads, and a
 static cache read only up to each sequence's length rather than to its capacity.
+A quantized cache (int8 or fp8 keys and values, ``workloads.quantize``) is read
+there with its scales; a prefill over one attends to its dequantized values.
 """
 
 from __future__ import annotations
@@ -53,14 +55,23 @@ def triton_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     if attention_mask is not None and attention_mask.dtype != torch.bool:
         raise ValueError("triton attention takes boolean masks (from sdpa_mask); got an additive "
                          f"{attention_mask.dtype} mask")
-    # under autocast the projections may come out in different dtypes; the kernels take one
-    key, value = key.to(query.dtype), value.to(query.dtype)
     q_len, kv_len = query.shape[2], key.shape[2]
     # Without a mask, transformers means "every key" only for a single query; for more it means
     # causal from the top-left (an empty static cache being filled), which is the fused kernel's job.
     over_cache = kv_len > q_len and (q_len == 1 or attention_mask is not None)
-    if over_cache and q_len <= DECODE_MAX_QUERIES and not (torch.is_grad_enabled() and query.requires_grad):
-        out = _decode(query, key, value, attention_mask, scaling)
+    decode = over_cache and q_len <= DECODE_MAX_QUERIES and not (torch.is_grad_enabled() and query.requires_grad)
+    kv_scales = None
+    if key.dtype.itemsize == 1:  # an int8/fp8 cache (workloads.quantize): its scales ride along
+        from workloads.quantize import dequantized, scales
+
+        kv_scales = scales(kwargs, module, key)
+        if not decode:
+            key, value = dequantized(key, value, *kv_scales, query.dtype)
+            kv_scales = None
+    else:  # under autocast the projections may come out in different dtypes; the kernels take one
+        key, value = key.to(query.dtype), value.to(query.dtype)
+    if decode:
+        out = _decode(query, key, value, attention_mask, scaling, kv_scales)
     else:
         causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
         causal = bool(causal) and q_len > 1 and attention_mask is None
@@ -68,7 +79,7 @@ def triton_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     return out.transpose(1, 2).contiguous(), None
 
 
-def _decode(query, key, value, attention_mask, scaling):
+def _decode(query, key, value, attention_mask, scaling, kv_scales=None):
     """A few new tokens over a KV cache: the split-K decode kernel, reading each sequence only up to its
     length. Without a mask every sequence is the whole cache; with one (a static cache's unused tail, left
     padding), the length is the last position the last new token may see, found on the device."""
@@ -82,7 +93,8 @@ def _decode(query, key, value, attention_mask, scaling):
         mask = attention_mask[:, 0].expand(batch, query.shape[2], kv_len)
         positions = torch.arange(1, kv_len + 1, dtype=torch.int32, device=query.device)
         lengths = (mask[:, -1] * positions).amax(-1).to(torch.int32)
-    return decode_attention(query, key, value, lengths, scale=scaling, mask=mask)
+    k_scale, v_scale = kv_scales if kv_scales is not None else (None, None)
+    return decode_attention(query, key, value, lengths, scale=scaling, mask=mask, k_scale=k_scale, v_scale=v_scale)
 
 
 def register() -> None:

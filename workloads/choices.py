@@ -15,7 +15,9 @@ DECODE_MODEL = {"cuda": "llama-3.2-1b", "cpu": "qwen2.5-0.5b"}
 TRAIN_MODEL = {"cuda": "llama-3.2-1b", "cpu": "gpt2"}
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "triton")  # transformers' two, and ours (workloads.attention)
-CACHES = ("dynamic", "static", "offloaded", "offloaded_static")  # transformers' KV caches we time
+CACHES = ("dynamic", "static", "offloaded", "offloaded_static", "quantized")  # transformers' KV caches we time
+KV_FORMATS = ("auto", "fp32", "bf16", "fp16", "int8", "fp8")  # how the KV cache is stored (workloads.quantize)
+WEIGHT_FORMATS = ("auto", "int8", "int8-torchao")  # how linear weights are stored and multiplied
 ENGINES = ("hf", "hf-static", "lean")  # generate(), generate() with a static cache, workloads.lean
 TRAINERS = ("lean", "hf")  # our loop, transformers' Trainer
 PACKINGS = ("pack", "pad")  # how training text becomes fixed-length rows

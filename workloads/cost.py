@@ -29,6 +29,10 @@ Counting rules for one decoder forward over ``T`` new tokens, batch ``B``:
   weight bytes count. A layout the counter does not recognise is refused
   (``UserError``), never counted as dense.
 
+* **Quantized storage** (``Storage``): int8 weights and an int8/fp8 KV cache are
+  counted as stored, one byte per value plus their float32 scales (one per
+  output channel of a weight, one per token and KV head of the cache).
+
 Decimal units are applied later; everything here is plain bytes and FLOPs.
 """
 
@@ -221,6 +225,35 @@ class Cost:
 
 
 @dataclass(frozen=True)
+class Storage:
+    """What a quantized decode stores in fewer bytes than the compute dtype (``workloads.quantize``),
+    counted as stored: int8 linear weights (``weight_values`` elements of one byte plus
+    ``weight_scales`` float32 scales, one per output channel), and a KV cache of ``kv_value_bytes``
+    per K or V element plus one float32 scale per token, layer, KV head and K or V. The defaults are
+    the unquantized model: everything in the compute dtype."""
+
+    weight_values: int = 0
+    weight_scales: int = 0
+    kv_value_bytes: int | None = None
+
+    def weight_bytes(self, shape: ModelShape, tokens: int, elem_bytes: int) -> int:
+        """Bytes of the weights a forward over ``tokens`` tokens reads (``shape.weights_read``)."""
+        return (shape.weights_read(tokens) - self.weight_values) * elem_bytes + self.weight_values \
+            + SCALE_BYTES * self.weight_scales
+
+    def kv_bytes_per_token(self, shape: ModelShape, elem_bytes: int) -> int:
+        """Bytes one token's K and V take in the cache, all layers (scales included)."""
+        if self.kv_value_bytes is None:
+            return shape.kv_elements_per_token * elem_bytes
+        vectors = shape.kv_elements_per_token // shape.head_dim
+        return shape.kv_elements_per_token * self.kv_value_bytes + SCALE_BYTES * vectors
+
+
+SCALE_BYTES = 4  # quantization scales are float32
+FLOAT = Storage()
+
+
+@dataclass(frozen=True)
 class StepCost:
     weight_bytes: int
     kv_read_bytes: int
@@ -232,39 +265,41 @@ class StepCost:
         return self.weight_bytes + self.kv_read_bytes + self.kv_write_bytes
 
 
-def decode_step(shape: ModelShape, batch: int, cached: int, elem_bytes: int) -> StepCost:
-    """One decode step: ``batch`` sequences, each with ``cached`` tokens already in the cache."""
+def decode_step(shape: ModelShape, batch: int, cached: int, elem_bytes: int, storage: Storage = FLOAT) -> StepCost:
+    """One decode step: ``batch`` sequences, each with ``cached`` tokens already in the cache; weights
+    and cache counted as ``storage`` stores them."""
     attended = shape.attended(cached + 1)
-    kv_bytes = shape.kv_elements_per_token * elem_bytes
+    kv_bytes = storage.kv_bytes_per_token(shape, elem_bytes)
     attn_flops = 4 * shape.layers * shape.heads * shape.head_dim * attended
     return StepCost(
-        weight_bytes=shape.weights_read(batch) * elem_bytes,
+        weight_bytes=storage.weight_bytes(shape, batch, elem_bytes),
         kv_read_bytes=batch * attended * kv_bytes,
         kv_write_bytes=batch * kv_bytes,
         flops=batch * (2 * shape.matmul_params + attn_flops),
     )
 
 
-def prefill(shape: ModelShape, batch: int, prompt_len: int, elem_bytes: int) -> StepCost:
+def prefill(shape: ModelShape, batch: int, prompt_len: int, elem_bytes: int, storage: Storage = FLOAT) -> StepCost:
     """The prompt forward: causal attention, LM head for the last token only."""
     pairs = sum(shape.attended(i) for i in range(1, prompt_len + 1))
     body = shape.matmul_params - shape.lm_head_params
     flops = batch * (
         2 * body * prompt_len + 2 * shape.lm_head_params + 4 * shape.layers * shape.heads * shape.head_dim * pairs
     )
-    kv_bytes = shape.kv_elements_per_token * elem_bytes
+    kv_bytes = storage.kv_bytes_per_token(shape, elem_bytes)
     return StepCost(
-        weight_bytes=shape.weights_read(batch * prompt_len) * elem_bytes,
+        weight_bytes=storage.weight_bytes(shape, batch * prompt_len, elem_bytes),
         kv_read_bytes=0,  # nothing is cached before the prompt; its K and V are fresh activations
         kv_write_bytes=batch * prompt_len * kv_bytes,
         flops=flops,
     )
 
 
-def decode_run(shape: ModelShape, batch: int, prompt_len: int, new_tokens: int, elem_bytes: int) -> StepCost:
+def decode_run(shape: ModelShape, batch: int, prompt_len: int, new_tokens: int, elem_bytes: int,
+               storage: Storage = FLOAT) -> StepCost:
     """All decode steps of one generation, summed: the first new token comes from
     prefill, then step ``k`` (1..new_tokens-1) runs with ``prompt_len + k - 1`` cached."""
-    steps = [decode_step(shape, batch, prompt_len + k - 1, elem_bytes) for k in range(1, new_tokens)]
+    steps = [decode_step(shape, batch, prompt_len + k - 1, elem_bytes, storage) for k in range(1, new_tokens)]
     return StepCost(
         weight_bytes=sum(s.weight_bytes for s in steps),
         kv_read_bytes=sum(s.kv_read_bytes for s in steps),

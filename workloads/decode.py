@@ -36,13 +36,16 @@ from transformers.generation.configuration_utils import STATIC_CACHE_IMPLEMENTAT
 
 from workloads import cost
 from workloads.attention import check_attn
-from workloads.choices import CACHES, ENGINES
+from workloads.choices import CACHES, ENGINES, KV_FORMATS, WEIGHT_FORMATS
 from workloads.distributed import Dist
 from workloads.errors import UserError
 from workloads.precision import Precision, check_supported, matmul_mode
 from workloads.presets import ModelSpec, build_model, meta_model
 from workloads.stats import spread, summary
 from workloads.workload import Clock, Runs
+
+
+QUALITY_PROMPT = 10**9  # prompt index of the accuracy check of quantized variants (never a timed prompt)
 
 
 @dataclass(frozen=True)
@@ -117,12 +120,14 @@ def engine_options(options: GenerationOptions, engine: str) -> GenerationOptions
 
 
 def check(spec: ModelSpec, precisions: list[Precision], device: torch.device | None, points: list[DecodePoint],
-          attn: str, options: GenerationOptions, engines: list[str], repeats: int | None = 1, tp: int = 1) -> None:
+          attn: str, options: GenerationOptions, engines: list[str], repeats: int | None = 1, tp: int = 1,
+          kv_caches: list[str] = ("auto",), weights: list[str] = ("auto",)) -> None:
     """Refuse a decode request that cannot run, before anything is built (without ``device``: what can
     be judged anywhere, as when a sweep is planned away from the GPUs)."""
     from workloads import tensor_parallel
 
     tensor_parallel.check(spec, tp)
+    check_formats(precisions, device, attn, options, engines, kv_caches, weights, tp)
     if not precisions:
         raise UserError("--dtype needs at least one precision, e.g. bf16,fp32")
     if len({p.name for p in precisions}) != len(precisions):
@@ -144,6 +149,61 @@ def check(spec: ModelSpec, precisions: list[Precision], device: torch.device | N
         check_options(options)
     if repeats is not None and repeats < 1:
         raise UserError("--repeats must be at least 1 (or auto)")
+
+
+def stored_float(precision: Precision) -> str:
+    """The name of the float format ``precision`` stores weights and cache in (tf32 stores fp32)."""
+    return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[precision.dtype_name]
+
+
+def check_formats(precisions: list[Precision], device: torch.device | None, attn: str, options: GenerationOptions,
+                  engines: list[str], kv_caches: list[str], weights: list[str], tp: int = 1) -> None:
+    """Refuse KV-cache and weight formats (``--kv-cache``, ``--weights``) the engines cannot run."""
+    for name, given, known in (("--kv-cache", kv_caches, KV_FORMATS), ("--weights", weights, WEIGHT_FORMATS)):
+        unknown = [g for g in given if g not in known]
+        if unknown or not given or len(set(given)) != len(given):
+            raise UserError(f"{name} takes distinct formats from {', '.join(known)}, got {','.join(given)!r}")
+    quantized_kv = [k for k in kv_caches if k in ("int8", "fp8")]
+    for kv in set(kv_caches) - {"auto", *quantized_kv}:
+        wrong = [p.name for p in precisions if stored_float(p) != kv]
+        if wrong:
+            raise UserError(f"--kv-cache {kv}: a float cache is stored in the compute dtype, and --dtype "
+                            f"{','.join(wrong)} computes in another; use --kv-cache auto, int8 or fp8")
+    quantized = quantized_kv or set(weights) != {"auto"}
+    if quantized and tp > 1:
+        raise UserError("--kv-cache int8/fp8 and --weights int8 run on one GPU; drop --tp")
+    if quantized and options.do_sample:
+        raise UserError("quantized formats are compared with greedy decoding (their accuracy is greedy-token "
+                        "agreement with the unquantized model); drop --do-sample")
+    for engine in engines:
+        for kv in kv_caches:
+            if kv in quantized_kv and engine == "lean" and attn != "triton":
+                raise UserError(f"--kv-cache {kv} with --engine lean is read by our decode kernel: add --attn "
+                                f"triton (got --attn {attn})")
+            if kv in quantized_kv and (engine == "hf-static" or (engine == "hf" and options.cache != "quantized")):
+                raise UserError(f"--kv-cache {kv} runs in the lean engine (--engine lean --attn triton) or in "
+                                "generate() with transformers' QuantizedCache (--engine hf --cache quantized); "
+                                f"--engine {engine} with --cache {options.cache} keeps a float cache")
+            if kv not in quantized_kv and engine == "hf" and options.cache == "quantized":
+                raise UserError(f"--cache quantized stores the cache as int8 (hqq backend) or fp8: give --kv-cache "
+                                f"int8 or fp8, not {kv}")
+    if "int8" in quantized_kv and "hf" in engines and options.cache == "quantized":
+        from workloads.quantize import require_hqq
+
+        require_hqq()
+    if "fp8" in quantized_kv and device is not None and device.type == "cuda" \
+            and torch.cuda.get_device_capability(device) < (8, 9):
+        raise UserError("--kv-cache fp8 needs a GPU of compute capability 8.9 or newer (Ada, Hopper); use int8")
+    if "int8" in weights and device is not None and device.type != "cuda":
+        from kernels.common import interpreting
+
+        if not interpreting():
+            raise UserError("--weights int8 runs our Triton kernel, which needs a CUDA GPU; on the CPU use "
+                            "--weights int8-torchao (TRITON_INTERPRET=1 runs the kernel slowly, for tests)")
+    if "int8-torchao" in weights:
+        from workloads.quantize import require_torchao
+
+        require_torchao()
 
 
 def rates(timelines: list, point: DecodePoint) -> list[float]:
@@ -210,12 +270,20 @@ class DecodeWorkload:
         repeats: int | None = 3,
         max_time_s: float = 60.0,
         dist: Dist = Dist(),
+        kv_cache: str = "auto",
+        weights: str = "auto",
     ):
         self.spec, self.precision, self.device = spec, precision, device
         self.dist, self.tp = dist, dist.world_size
         self.attn, self.seed, self.engine = attn, seed, engine
         self.options = engine_options(options, engine)
         self.points, self.warmup, self.repeats, self.max_time_s = list(points), warmup, repeats, max_time_s
+        self.kv_format = stored_float(precision) if kv_cache == "auto" else kv_cache
+        self.kv_quantized = self.kv_format in ("int8", "fp8")
+        self.weights = weights  # auto, int8 (our kernel) or int8-torchao
+        self.quantized = self.kv_quantized or weights != "auto"
+        self.storage = cost.FLOAT
+        self.reference = {}  # point -> the unquantized model's greedy replay (quantized variants only)
         self.model = None
         self.lean = None
         self.shape = None
@@ -230,13 +298,77 @@ class DecodeWorkload:
         else:
             self.model = build_model(self.spec, self.precision.dtype, self.device, self.attn, self.seed)
             self.shape = cost.model_shape(self.model)
+        if self.quantized:
+            self._quantize()
         if self.engine == "lean":
             from workloads.lean import LeanEngine
 
-            self.lean = LeanEngine(self.model, compile=self.options.compile)
+            self.lean = LeanEngine(self.model, compile=self.options.compile,
+                                   kv_format=self.kv_format if self.kv_quantized else None)
+
+    def _quantize(self) -> None:
+        """Replay every point's accuracy prompt on the unquantized model first (the reference of
+        ``quality``), then store the weights as int8 when asked; the cache is quantized as it is written."""
+        from workloads import quantize
+        from workloads.lean import LeanEngine
+
+        reference = LeanEngine(self.model, compile=False)
+        with matmul_mode(self.precision):
+            self.reference = {p: reference.replay(self.prompt(p, QUALITY_PROMPT), p.new_tokens) for p in self.points}
+        del reference
+        values = scales = 0
+        if self.weights != "auto":
+            values, scales = quantize.quantized_weight_counts(self.model)
+            quantize.quantize_weights(self.model, self.weights)
+        self.storage = cost.Storage(values, scales, 1 if self.kv_quantized else None)
+
+    def quality(self, point: DecodePoint) -> dict | None:
+        """Accuracy of a quantized variant against the same model unquantized in the compute dtype, on
+        one prompt per point (not a timed one): the reference's greedy tokens are fed to this variant
+        (teacher forcing); ``token_agreement`` is the share of steps where it picks the same token,
+        ``identical_prefix_tokens`` the mean count of leading tokens it would generate identically on its
+        own, and the logit errors are those of the first step (the prompt's forward)."""
+        if not self.quantized:
+            return None
+        ref_logits, ref_tokens, ref_nll = self.reference[point]
+        with matmul_mode(self.precision):
+            logits, chosen, nll = self._replayer().replay(self.prompt(point, QUALITY_PROMPT), point.new_tokens,
+                                                          forced=ref_tokens)
+        same = chosen == ref_tokens
+        prefix = torch.where(same.all(-1), same.shape[-1], (~same).int().argmax(-1))
+        error = (logits - ref_logits).abs()
+        return {
+            "reference": f"{self.precision.name} weights and KV cache, same model and prompt",
+            "token_agreement": same.float().mean().item(),
+            "identical_prefix_tokens": prefix.float().mean().item(),
+            "logit_max_abs_err": error.max().item(),
+            "logit_mean_abs_err": error.mean().item(),
+            "tokens_compared": same.numel(),
+        }
+
+    def _replayer(self):
+        """What replays this variant for ``quality``: the lean engine, or for generate() with transformers'
+        QuantizedCache, an uncompiled lean loop over a fresh cache of that kind."""
+        from workloads.lean import LeanEngine
+
+        if self.lean is not None:
+            return self.lean
+        engine = LeanEngine(self.model, compile=False)
+        engine.make_cache = lambda batch, length: self._hf_quantized_cache()
+        return engine
+
+    def _hf_quantized_cache(self):
+        from transformers import QuantizedCache
+
+        return QuantizedCache(config=self.model.config, **self._hf_cache_config())
+
+    def _hf_cache_config(self) -> dict:
+        """transformers' QuantizedCache settings for ``--kv-cache``: hqq at 8 bits for int8, its per-tensor fp8."""
+        return {"backend": "hqq", "nbits": 8} if self.kv_format == "int8" else {"backend": "fp8"}
 
     def teardown(self) -> None:
         self.model = self.lean = None
+        self.reference = {}
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -256,6 +388,7 @@ class DecodeWorkload:
             num_beams=opts.num_beams,
             repetition_penalty=opts.repetition_penalty,
             cache_implementation=opts.cache,
+            cache_config=self._hf_cache_config() if opts.cache == "quantized" else None,
             disable_compile=not opts.compile,
             eos_token_id=None,  # random weights: never stop early, every run makes exactly new_tokens
             min_new_tokens=point.new_tokens,  # and should an EOS still resolve (run()), it is never picked
@@ -306,6 +439,9 @@ class DecodeWorkload:
             "attn": self.attn,
             "dtype": self.precision.name,
             "weights_dtype": self.precision.dtype_name,
+            "kv_format": self.kv_format,
+            "weight_format": "int8" if self.weights != "auto" else stored_float(self.precision),
+            "weight_impl": {"int8": "triton", "int8-torchao": "torchao"}.get(self.weights),
             "matmul_precision": self.precision.matmul_precision,
             "device": str(self.device),
             "batch_size": point.batch_size,
@@ -335,9 +471,16 @@ class DecodeWorkload:
             return None
         elem = self.precision.bytes_per_element
         shape = self.shape or cost.model_shape(meta_model(self.spec))
-        kv = max((p.batch_size * self.options.num_beams * (p.prompt_len + p.new_tokens) for p in self.points),
-                 default=0) * shape.kv_elements_per_token
-        return (shape.params + kv) * elem
+        storage = self.storage
+        if self.quantized and storage is cost.FLOAT:  # not set up yet: count what setup will store
+            from workloads.quantize import quantized_weight_counts
+
+            counts = quantized_weight_counts(meta_model(self.spec)) if self.weights != "auto" else (0, 0)
+            storage = cost.Storage(*counts, 1 if self.kv_quantized else None)
+        tokens = max((p.batch_size * self.options.num_beams * (p.prompt_len + p.new_tokens) for p in self.points),
+                     default=0)
+        weights = storage.weight_bytes(shape, 0, elem) + shape.gathered_params * elem  # every table, whole
+        return weights + tokens * storage.kv_bytes_per_token(shape, elem)
 
     def _comm(self, point: DecodePoint, sequences: int, elem: int) -> dict:
         """The collectives of a decode step and of the prefill (``cost.tp_comm``), per process."""
@@ -357,8 +500,8 @@ class DecodeWorkload:
         tensor parallelism they are one GPU's (its shards), with the collectives' bytes beside them."""
         sequences = point.batch_size * self.options.num_beams
         elem = self.precision.bytes_per_element
-        run = cost.decode_run(self.shape, sequences, point.prompt_len, point.new_tokens, elem)
-        pre = cost.prefill(self.shape, sequences, point.prompt_len, elem)
+        run = cost.decode_run(self.shape, sequences, point.prompt_len, point.new_tokens, elem, self.storage)
+        pre = cost.prefill(self.shape, sequences, point.prompt_len, elem, self.storage)
         steps = point.new_tokens - 1
         details = {
             "bytes_per_step": run.bytes / steps,
@@ -372,7 +515,7 @@ class DecodeWorkload:
             "prefill_bytes": pre.bytes,
             "prefill_flops": pre.flops,
             "params": self.shape.params,
-            "kv_bytes_per_token": self.shape.kv_elements_per_token * elem,
+            "kv_bytes_per_token": self.storage.kv_bytes_per_token(self.shape, elem),
         }
         if self.tp > 1:
             details.update(self._comm(point, sequences, elem))

@@ -17,7 +17,10 @@ step cannot afford. This engine keeps only what decoding needs:
   until the last token.
 
 With the ``triton`` attention implementation, each step's attention is our
-split-K decode kernel reading the cache only up to the sequence's length.
+split-K decode kernel reading the cache only up to the sequence's length; with
+``kv_format`` int8 or fp8 the cache is ``workloads.quantize.QuantizedStaticCache``
+and the kernel reads the quantized values with their scales. ``replay`` decodes
+greedily with teacher forcing, untimed, for the accuracy of quantized variants.
 In fp32 its greedy tokens are the ones ``generate()`` picks for the same model.
 """
 
@@ -38,7 +41,7 @@ def check_options(options) -> None:
         unsupported.append("--top-p")
     if options.repetition_penalty != 1.0:
         unsupported.append("--repetition-penalty")
-    if options.cache not in ("dynamic", "static"):
+    if options.cache not in ("dynamic", "static", "quantized"):  # quantized: the lean engine's is --kv-cache
         unsupported.append(f"--cache {options.cache}")
     if unsupported:
         raise UserError(f"--engine lean does greedy decoding or sampling with --temperature/--top-k over its own "
@@ -62,9 +65,11 @@ def select(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: int
 class LeanEngine:
     """Decodes with one model; ``compile`` captures the decode step (GPU only)."""
 
-    def __init__(self, model, compile: bool = True):
+    def __init__(self, model, compile: bool = True, kv_format: str | None = None):
         self.model = model
         self.device = next(model.parameters()).device
+        self.kv_format = kv_format  # None: the cache in the model's dtype; "int8" or "fp8": workloads.quantize
+        self.make_cache = None  # (batch, length) -> a fresh cache of another kind, made for every call
         self.cache = None
         self.cache_shape = None
         self.position = torch.zeros(1, dtype=torch.long, device=self.device)
@@ -74,13 +79,29 @@ class LeanEngine:
         self.step = step
         self.compiled = step is not self._step
 
-    def _step(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=token, past_key_values=self.cache, cache_position=position, use_cache=True)
-        return out.logits[:, -1]
+    def _forward(self, ids: torch.Tensor, position: torch.Tensor, **kwargs):
+        if self.kv_format is not None:  # the attention finds the quantized cache's scales through this keyword
+            kwargs["quantized_kv"] = self.cache
+        return self.model(input_ids=ids, past_key_values=self.cache, cache_position=position, use_cache=True,
+                          **kwargs)
 
-    def _cache_for(self, batch: int, length: int) -> StaticCache:
-        if self.cache_shape != (batch, length):
-            self.cache = StaticCache(config=self.model.config, max_cache_len=length)
+    def _step(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        return self._forward(token, position).logits[:, -1]
+
+    def _prefill(self, prompt: torch.Tensor) -> torch.Tensor:
+        """The prompt forward over the reset cache; the last position's logits."""
+        return self._forward(prompt, torch.arange(prompt.shape[1], device=self.device), logits_to_keep=1).logits[:, -1]
+
+    def _cache_for(self, batch: int, length: int):
+        if self.make_cache is not None:
+            self.cache = self.make_cache(batch, length)
+        elif self.cache_shape != (batch, length):
+            if self.kv_format is None:
+                self.cache = StaticCache(config=self.model.config, max_cache_len=length)
+            else:
+                from workloads.quantize import QuantizedStaticCache
+
+                self.cache = QuantizedStaticCache(self.model.config, length, self.kv_format)
             self.cache_shape = (batch, length)
         else:
             self.cache.reset()
@@ -92,13 +113,11 @@ class LeanEngine:
         """``new_tokens`` tokens per sequence after ``prompt`` (batch, prompt_len), with ``clock.tick()``
         after each (no synchronisation). Returns the (batch, new_tokens) token ids and the clock's timeline."""
         batch, prompt_len = prompt.shape
-        cache = self._cache_for(batch, prompt_len + new_tokens)
+        self._cache_for(batch, prompt_len + new_tokens)
         generator = torch.Generator(device=self.device).manual_seed(seed) if do_sample else None
         tokens = torch.empty((batch, new_tokens), dtype=torch.long, device=self.device)
         clock.start()
-        out = self.model(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1,
-                         cache_position=torch.arange(prompt_len, device=self.device))
-        token = select(out.logits[:, -1], do_sample, temperature, top_k, generator)
+        token = select(self._prefill(prompt), do_sample, temperature, top_k, generator)
         tokens[:, :1] = token
         clock.tick()
         for i in range(1, new_tokens):
@@ -108,3 +127,25 @@ class LeanEngine:
             tokens[:, i:i + 1] = token
             clock.tick()
         return tokens, clock.stop()
+
+    @torch.inference_mode()
+    def replay(self, prompt: torch.Tensor, new_tokens: int, forced: torch.Tensor | None = None):
+        """Greedy decoding for accuracy checks (untimed): returns the first step's logits (float32, (batch,
+        vocab)), the greedy choice at each of ``new_tokens`` steps and the negative log-likelihood of each
+        step's token (both (batch, new_tokens)). Step ``i``'s token is ``forced[:, i]`` when given (teacher
+        forcing: the choices are what this model predicts after the forced text), else its own choice
+        (then the choices are ``generate``'s greedy tokens)."""
+        batch, prompt_len = prompt.shape
+        self._cache_for(batch, prompt_len + new_tokens)
+        chosen = torch.empty((batch, new_tokens), dtype=torch.long, device=self.device)
+        nll = torch.empty((batch, new_tokens), dtype=torch.float32, device=self.device)
+        logits = self._prefill(prompt).float()
+        first = logits.clone()
+        for i in range(new_tokens):
+            chosen[:, i] = logits.argmax(-1)
+            token = forced[:, i] if forced is not None else chosen[:, i]
+            nll[:, i] = -torch.log_softmax(logits, -1).gather(-1, token[:, None])[:, 0]
+            if i + 1 < new_tokens:
+                self.position.fill_(prompt_len + i)
+                logits = self.step(token[:, None], self.position).float()
+        return first, chosen, nll

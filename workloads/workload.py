@@ -10,7 +10,9 @@ benchmark: one shape per point; a ceiling: one buffer or matmul size):
 - ``region(point)``: the timed region of a point, one of the two kinds below; it
   raises ``Unsupported`` when the implementation cannot run the point (recorded
   as skipped, with the reason);
-- ``cost(point)``: the cost model's bytes and FLOPs of the timed work, a ``cost.Cost``.
+- ``cost(point)``: the cost model's bytes and FLOPs of the timed work, a ``cost.Cost``;
+- optionally ``quality(point)``: a dict of accuracy against a reference (quantized
+  decode), computed after the timed runs and stored as the record's ``quality``.
 
 The two kinds of timed region:
 

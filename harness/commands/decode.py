@@ -22,7 +22,7 @@ import argparse
 import sys
 
 from harness import options
-from workloads.choices import ATTN_IMPLEMENTATIONS, CACHES, DECODE_MODEL
+from workloads.choices import ATTN_IMPLEMENTATIONS, CACHES, DECODE_MODEL, KV_FORMATS, WEIGHT_FORMATS
 
 TP_REPEATS = 5  # timed generations per point under --tp with --repeats auto
 
@@ -56,7 +56,20 @@ def add_parser(sub) -> None:
     d.add_argument("--engine", default="hf", metavar="ENGINE[,ENGINE...]",
                    help="decode engines to compare, first is the baseline: hf (generate()), hf-static (generate() "
                         "with a static cache), lean (static cache, CUDA-graph step, on-device sampling)")
-    d.add_argument("--cache", default="dynamic", choices=CACHES, help="KV cache implementation of the hf engine")
+    d.add_argument("--cache", default="dynamic", choices=CACHES,
+                   help="KV cache implementation of the hf engine (quantized: transformers' QuantizedCache in the "
+                        "format of --kv-cache)")
+    q = d.add_argument_group("quantized decode (each quantized variant's record carries its accuracy against the "
+                             "unquantized model: greedy-token agreement and first-step logit error)")
+    q.add_argument("--kv-cache", default="auto", metavar="FORMAT[,FORMAT...]",
+                   help=f"how the KV cache is stored, compared like --dtype: {', '.join(KV_FORMATS)} (auto: the "
+                        "model's dtype; int8/fp8: one float32 scale per token and KV head, read by our decode "
+                        "kernel in --engine lean --attn triton, or transformers' QuantizedCache with --engine hf "
+                        "--cache quantized; fp8 needs compute capability 8.9+)")
+    q.add_argument("--weights", default="auto", metavar="FORMAT[,FORMAT...]",
+                   help=f"how linear weights are stored, compared like --dtype: {', '.join(WEIGHT_FORMATS)} (int8: "
+                        "per-output-channel scales, our Triton kernel; int8-torchao: torchao's int8 weight-only "
+                        "layers, an optional extra)")
     d.add_argument("--no-compile", dest="compile", action="store_false",
                    help="stop generate() from compiling the step (it does with a static cache on GPU)")
     g = d.add_argument_group("generation (greedy unless --do-sample or --num-beams)")
@@ -99,8 +112,10 @@ def _request(args, device=None):
         compile=args.compile,
     )
     engines = [e.strip() for e in args.engine.split(",") if e.strip()]
-    check(spec, precisions, device, points, args.attn, generation, engines, args.repeats, args.tp)
-    return spec, precisions, points, generation, engines
+    kv_caches = [k.strip() for k in args.kv_cache.split(",") if k.strip()]
+    weights = [w.strip() for w in args.weights.split(",") if w.strip()]
+    check(spec, precisions, device, points, args.attn, generation, engines, args.repeats, args.tp, kv_caches, weights)
+    return spec, precisions, points, generation, engines, kv_caches, weights
 
 
 def validate(args) -> None:
@@ -120,7 +135,7 @@ def run(args) -> int:
         raise UserError(f"--tp {args.tp}, but torchrun started {dist.world_size} process(es) on {dist.nodes} "
                         "node(s): tensor parallelism runs one process per GPU of one node, as many as --tp")
     device = dist.device(resolve_device(args.device))
-    spec, precisions, points, generation, engines = _request(args, device)
+    spec, precisions, points, generation, engines, kv_caches, weights = _request(args, device)
     options.check_writable(args.out)
     if args.tp > 1 and not dist.under_launcher():
         launch.check_gpus(args.tp, device)
@@ -132,12 +147,12 @@ def run(args) -> int:
               f"{', '.join(p.name for p in precisions)}, {len(points)} point(s){tp}", file=sys.stderr)
     dist.init(device)
     try:
-        return _measure(args, dist, device, spec, precisions, points, generation, engines)
+        return _measure(args, dist, device, spec, precisions, points, generation, engines, kv_caches, weights)
     finally:
         dist.close()
 
 
-def _measure(args, dist, device, spec, precisions, points, generation, engines) -> int:
+def _measure(args, dist, device, spec, precisions, points, generation, engines, kv_caches, weights) -> int:
     from harness import ceilings, runner, views
     from harness.envinfo import capture
     from harness.records import RECORDS_FILE, new_run_id
@@ -153,8 +168,8 @@ def _measure(args, dist, device, spec, precisions, points, generation, engines) 
             matmul_shapes=model_matmul_shapes(*projection_sizes(spec.config), tokens))
     repeats = TP_REPEATS if args.tp > 1 and args.repeats is None else args.repeats
     workloads = [DecodeWorkload(spec, precision, device, args.attn, generation, args.seed, engine, points,
-                                args.warmup, repeats, args.max_time, dist)
-                 for precision in precisions for engine in engines]
+                                args.warmup, repeats, args.max_time, dist, kv, weight)
+                 for precision in precisions for engine in engines for weight in weights for kv in kv_caches]
     records = runner.run(workloads, run_id, env, out=args.out if dist.main else None, ceilings=known,
                          progress=args.progress and dist.main, desc="decode",
                          note=views.decode_note if dist.main else None, interleave=True)

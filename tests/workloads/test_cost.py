@@ -284,3 +284,33 @@ def test_mixtral_8x7b_active_parameters():
 def test_allreduce_bus_factor_is_two_n_minus_one_over_n():
     assert [cost.allreduce_bus_factor(n) for n in (1, 2, 4, 8)] == [0.0, 1.0, 1.5, 1.75]
     assert cost.allreduce(1000, 4).bytes == 1500 and cost.allreduce(1000, 4).flops == 0
+
+
+def test_llama_3_2_1b_decode_step_int8_weights_and_kv_by_hand(llama1b):
+    # int8 weights: every linear layer (16 x the layer matrices, and the LM head, which is the tied table)
+    # at one byte plus a float32 scale per output channel; norms and the gathered embedding row stay bf16.
+    hidden, inter, kv_dim, vocab, layers = 2048, 8192, 8 * 64, 128256, 16
+    values = layers * (2 * hidden * hidden + 2 * hidden * kv_dim + 3 * hidden * inter) + vocab * hidden
+    channels = layers * (hidden + kv_dim + kv_dim + hidden + inter + inter + hidden) + vocab
+    norms = layers * 2 * hidden + hidden
+    storage = cost.Storage(weight_values=values, weight_scales=channels, kv_value_bytes=1)
+    step = cost.decode_step(llama1b, batch=1, cached=127, elem_bytes=2, storage=storage)
+    assert step.weight_bytes == values + 4 * channels + 2 * (norms + hidden)
+    kv_token_bytes = 2 * 16 * 8 * (64 + 4)  # K and V, 16 layers, 8 KV heads: 64 int8 values + a float32 scale
+    assert step.kv_read_bytes == 128 * kv_token_bytes and step.kv_write_bytes == kv_token_bytes
+    assert step.flops == cost.decode_step(llama1b, 1, 127, 2).flops  # the same arithmetic
+    ratio = step.bytes / cost.decode_step(llama1b, 1, 127, 2).bytes
+    assert 0.5 < ratio < 0.51  # about half of bf16's bytes
+
+
+def test_quantized_weight_counts_match_the_model_by_hand():
+    from workloads.quantize import quantized_weight_counts
+
+    model = build_model(resolve_model("tiny-gpt2"), torch.float32, torch.device("cpu"), "eager")
+    cfg = model.config
+    h, layers, vocab = cfg.n_embd, cfg.n_layer, cfg.vocab_size
+    inner = cfg.n_inner or 4 * h
+    # per block: c_attn (h -> 3h), c_proj (h -> h), c_fc (h -> inner), mlp c_proj (inner -> h); then the LM head
+    values = layers * (3 * h * h + h * h + h * inner + inner * h) + vocab * h
+    channels = layers * (3 * h + h + inner + h) + vocab
+    assert quantized_weight_counts(model) == (values, channels)

@@ -363,8 +363,11 @@ class DecodeWorkload:
         return QuantizedCache(config=self.model.config, **self._hf_cache_config())
 
     def _hf_cache_config(self) -> dict:
-        """transformers' QuantizedCache settings for ``--kv-cache``: hqq at 8 bits for int8, its per-tensor fp8."""
-        return {"backend": "hqq", "nbits": 8} if self.kv_format == "int8" else {"backend": "fp8"}
+        """transformers' QuantizedCache settings for ``--kv-cache``: hqq at 8 bits for int8, with a residual of
+        one token (every older token is stored quantized, as in our cache; its default keeps the last 128 in
+        the compute dtype), or its per-tensor fp8. Both attend to the prompt's own K and V unquantized in the
+        prefill, so their first-step logits are exact where ours read the quantized prompt."""
+        return {"backend": "hqq", "nbits": 8, "residual_length": 1} if self.kv_format == "int8" else {"backend": "fp8"}
 
     def teardown(self) -> None:
         self.model = self.lean = None

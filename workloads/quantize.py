@@ -64,7 +64,7 @@ class Int8Linear(nn.Module):
         super().__init__()
         from kernels.int8_linear import quantize_weight
 
-        values, scale = quantize_weight(weight)
+        values, scale = quantize_weight(weight.contiguous())
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
         self.register_buffer("weight", values)
         self.register_buffer("scale", scale)

@@ -168,3 +168,37 @@ def test_tp_must_match_what_torchrun_started(tmp_path, monkeypatch, capsys):
         monkeypatch.setenv(name, value)
     assert exit_code([*TINY, "--out", str(tmp_path)]) == 2
     assert "--tp 1, but torchrun started 2 process(es) on 1 node(s)" in capsys.readouterr().err
+
+
+def test_quantized_kv_cache_and_weights_compared_with_their_accuracy(tmp_path):
+    """One run compares the float lean engine with int8 KV (our kernel, in Triton's interpreter) and int8
+    weights (torchao's layers here: ours are slow in the interpreter, tests/workloads/test_quantize.py runs
+    them); the quantized records carry their accuracy against the float model and count stored bytes."""
+    assert cli.main([*TINY, "--dtype", "fp32", "--engine", "lean", "--attn", "triton", "--kv-cache", "auto,int8",
+                     "--weights", "auto,int8-torchao", "--prompt-len", "6", "--new-tokens", "3", "--repeats", "1", "--warmup", "0",
+                     "--out", str(tmp_path)]) == 0
+    recs = read_records([tmp_path / "records.jsonl"])
+    assert [(r["weight_format"], r["kv_format"]) for r in recs] == [("fp32", "fp32"), ("fp32", "int8"),
+                                                                     ("int8", "fp32"), ("int8", "int8")]
+    assert all(r["status"] == "ok" for r in recs)
+    assert [r["weight_impl"] for r in recs] == [None, None, "torchao", "torchao"]
+    assert "quality" not in recs[0]
+    for r in recs[1:]:
+        q = r["quality"]
+        assert q["tokens_compared"] == 3 and 0 <= q["token_agreement"] <= 1 and q["logit_max_abs_err"] > 0
+    bytes_ = [r["cost"]["bytes_per_step"] for r in recs]
+    assert bytes_[0] > bytes_[1] > bytes_[2] > bytes_[3]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--engine", "lean", "--kv-cache", "int8"], "add --attn triton"),
+    (["--kv-cache", "int8"], "--engine hf with --cache dynamic keeps a float cache"),
+    (["--cache", "quantized"], "give --kv-cache int8 or fp8"),
+    (["--dtype", "fp32", "--kv-cache", "bf16"], "a float cache is stored in the compute dtype"),
+    (["--weights", "int4"], "--weights takes distinct formats from auto, int8, int8-torchao"),
+])
+def test_bad_quantized_requests(tmp_path, capsys, extra, message):
+    assert cli.main([*TINY, *extra, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -15,6 +15,7 @@ logarithmic. A point above its measured roof (an impossible value: re-run
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,8 +25,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from harness.roofline import OVERHEAD_BELOW, PEAK_HINT, ROUNDOFF, above_roof  # noqa: E402
+from harness.tables import si  # noqa: E402
 from harness.views import (  # noqa: E402
     FIELD_HEADERS, decode_label, independent, is_clean, point_label, sort_records, spill_bytes, varying_fields,
 )
@@ -60,6 +63,7 @@ time of the PNG alone (the PNG is what the reports show)."""
 def _save(fig, out: Path, stem: str) -> str:
     out.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
+    fig.set_layout_engine(None)  # laid out: else savefig draws the whole figure once more before drawing it
     fig.savefig(out / f"{stem}.png", dpi=100)
     if SVG:
         fig.savefig(out / f"{stem}.svg")
@@ -67,11 +71,38 @@ def _save(fig, out: Path, stem: str) -> str:
     return stem
 
 
+class _SILogFormatter(LogFormatter):
+    """Log-axis tick labels as the tables write numbers: SI prefixes, no exponents (1k, 10M, 500m; on a
+    base-2 axis plain integers: 1024, not 1.02k). Matplotlib's default writes 10^3 through mathtext, whose
+    parser costs each figure process a good part of a second to build."""
+
+    def _num_to_string(self, x, vmin, vmax):
+        return _tick(x, self._base)
+
+
+def _tick(value: float, base: float = 10) -> str:
+    """A tick label: an integer on a base-2 axis, else 3 significant figures with an SI prefix, trailing
+    zeros dropped (1.00k -> 1k, 2.50 -> 2.5)."""
+    if base == 2 and value >= 1 and float(value).is_integer():
+        return str(int(value))
+    text = si(value)
+    match = re.fullmatch(r"(-?\d+\.\d*)(\D?)", text)
+    return match[1].rstrip("0").rstrip(".") + match[2] if match else text
+
+
+def _log(ax, axis: str = "y", base: float = 10) -> None:
+    """A log scale on ``axis`` with SI tick labels (``_SILogFormatter``)."""
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log", base=base)
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_formatter(_SILogFormatter(base))
+    target.set_minor_formatter(_SILogFormatter(base, labelOnlyBase=False))
+
+
 def _log_if_wide(ax, values, axis: str = "y") -> None:
     """A log scale on ``axis`` when its positive values span more than a decade."""
     values = [v for v in values if v and v > 0]
     if values and max(values) / min(values) > 10:
-        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+        _log(ax, axis)
 
 
 def _name(field: str) -> str:
@@ -86,8 +117,9 @@ class Styles:
     def __init__(self, records: list[dict], fields: list[str], colors: dict | None = None):
         self.channels = [[fields[0], *fields[3:]]] + [[f] for f in fields[1:3]] if fields else []
         self.values = []
+        self._indexes: list[dict] = [{} for _ in self.channels]  # per channel: raw values -> index (or None)
         for channel, cap in zip(self.channels, (MAX_COLORS, MAX_MARKERS, MAX_STYLES)):
-            distinct = {self._key(channel, r): r for r in records}
+            distinct = {self._raw(channel, r): r for r in records}
             seen = [self._key(channel, r) for r in sort_records(list(distinct.values()), channel)]
             self.values.append(seen if len(seen) <= cap else seen[:cap - 1])
         self.colors = colors if fields[:1] == ["dtype"] and len(self.channels[0]) == 1 else None
@@ -96,11 +128,24 @@ class Styles:
     def _key(channel: list[str], r: dict) -> str:
         return ", ".join(str(r.get(f)) for f in channel)
 
+    @staticmethod
+    def _raw(channel: list[str], r: dict) -> tuple:
+        """The channel's values of ``r`` as a dict key (``_key`` is their text, made once per value)."""
+        raw = tuple(map(r.get, channel))
+        try:
+            hash(raw)
+        except TypeError:  # a list-valued field
+            raw = tuple(tuple(v) if isinstance(v, list) else v for v in raw)
+        return raw
+
     def _index(self, channel: int, r: dict) -> int | None:
         if channel >= len(self.channels):
             return 0
-        value = self._key(self.channels[channel], r)
-        return self.values[channel].index(value) if value in self.values[channel] else None
+        indexes, raw = self._indexes[channel], self._raw(self.channels[channel], r)
+        if raw not in indexes:
+            value, values = self._key(self.channels[channel], r), self.values[channel]
+            indexes[raw] = values.index(value) if value in values else None
+        return indexes[raw]
 
     def color(self, r: dict) -> str:
         if self.colors is not None:
@@ -135,7 +180,11 @@ class Styles:
 
     def others(self, records: list[dict]) -> bool:
         """Whether some records fall outside the values the legend names (drawn grey, X or dotted)."""
-        return any(self._index(c, r) is None for r in records for c in range(len(self.channels)))
+        for c, channel in enumerate(self.channels):
+            distinct = {self._raw(channel, r): r for r in records}
+            if any(self._index(c, r) is None for r in distinct.values()):
+                return True
+        return False
 
 
 def _series_fields(records: list[dict], exclude: tuple = ()) -> list[str]:
@@ -207,8 +256,8 @@ def roofline(device: str, ceilings, records: list[dict], out: Path, stem: str) -
     handles += [Line2D([], [], color="#333333", marker="o", ls="none", label="decode steps (filled)"),
                 Line2D([], [], color="#333333", marker="o", ls="none", markerfacecolor="none",
                        label="prefill (hollow)")]
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _log(ax, "x")
+    _log(ax, "y")
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
     ax.set_ylabel("achieved TFLOP/s")
     ax.set_title(f"Roofline: {device} (colour: precision; marker: {_name(fields[1]) if len(fields) > 1 else '-'})")
@@ -258,7 +307,7 @@ def precision_comparison(device: str, records: list[dict], out: Path, stem: str)
         ax.set_ylabel(ylabel + (" (log)" if ax is ax2 else ""))
         ax.legend(fontsize=8)
         ax.grid(True, axis="y", which="both", alpha=0.3)
-    ax2.set_yscale("log")
+    _log(ax2)
     _log_if_wide(ax1, [r["metrics"]["tokens_per_s"] for g in groups.values() for r in g.values()])
     return _save(fig, out, stem)
 
@@ -289,7 +338,7 @@ def _speedup_vs_batch(device: str, records: list[dict], out: Path, stem: str) ->
     xs = sorted(by_batch)
     ax.plot(xs, [float(np.median(by_batch[x])) for x in xs], color="black", ls="--", lw=1.2)
     ax.axhline(1.0, color="#888888", lw=0.8)
-    ax.set_xscale("log", base=2)
+    _log(ax, "x", 2)
     ax.set_xlabel("batch size")
     ax.set_ylabel(f"tokens/s over {base_dtype}")
     ax.set_title(f"Speedup over {base_dtype}, {len(ratios)} points: {device}", fontsize=10)
@@ -305,8 +354,14 @@ def _series(records: list[dict], x_field: str) -> tuple[list[str], dict[tuple, l
     fields = _series_fields(records, (x_field, "weights_dtype", "matmul_precision"))
     lines = defaultdict(list)
     for r in records:
-        lines[tuple(str(r.get(k)) for k in fields)].append(r)
+        lines[tuple(map(str, map(r.get, fields)))].append(r)
     return fields, lines
+
+
+def _kept(records: list[dict], keep) -> list[dict]:
+    """The records ``keep`` keeps: the list itself when it keeps them all (``views.remembering`` knows it)."""
+    kept = [r for r in records if keep(r)]
+    return records if len(kept) == len(records) else kept
 
 
 def _draw_series(ax, styles: Styles, lines: dict, x, y, annotate=None, order=None) -> list:
@@ -337,7 +392,7 @@ def _draw_series(ax, styles: Styles, lines: dict, x, y, annotate=None, order=Non
 def scaling(device: str, records: list[dict], field: str, xlabel: str, out: Path, stem: str) -> str | None:
     """Decode tokens/s against ``field`` (batch_size or prompt_len), one line per series (every other
     varying field), drawn only where the records span at least two values."""
-    fields, lines = _series([r for r in records if r.get(field) is not None], field)
+    fields, lines = _series(_kept(records, lambda r: r.get(field) is not None), field)
     lines = {k: v for k, v in lines.items() if len({r[field] for r in v}) > 1}
     if not lines:
         return None
@@ -345,7 +400,7 @@ def scaling(device: str, records: list[dict], field: str, xlabel: str, out: Path
     styles = Styles(shown, fields)
     fig, ax = plt.subplots(figsize=(8.5, 4.8))
     ys = _draw_series(ax, styles, lines, lambda r: r[field], lambda r: r["metrics"]["tokens_per_s"])
-    ax.set_xscale("log", base=2)
+    _log(ax, "x", 2)
     _log_if_wide(ax, ys)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("decode tokens/s")
@@ -369,7 +424,7 @@ def pareto(device: str, records: list[dict], out: Path, stem: str) -> str | None
     """Throughput against per-sequence speed across batch sizes: total tokens/s (y) against tokens/s per
     sequence (x), one line per series through its batch sizes, and the pareto front of every point
     (what a batch size buys in throughput and costs in per-user latency)."""
-    fields, lines = _series([r for r in records if r.get("batch_size")], "batch_size")
+    fields, lines = _series(_kept(records, lambda r: r.get("batch_size")), "batch_size")
     lines = {k: v for k, v in lines.items() if len({r["batch_size"] for r in v}) > 1}
     if not lines:
         return None
@@ -399,8 +454,8 @@ def pareto(device: str, records: list[dict], out: Path, stem: str) -> str | None
 def energy(device: str, records: list[dict], out: Path, stem: str) -> str | None:
     """Joules per token against total tokens/s, one line per series through its batch sizes (or points
     when no batch varies): where the GPU does the most work per joule."""
-    rated = [r for r in records if (r.get("telemetry") or {}).get("joules_per_token")
-             and r["metrics"].get("tokens_per_s")]
+    rated = _kept(records, lambda r: (r.get("telemetry") or {}).get("joules_per_token")
+                  and r["metrics"].get("tokens_per_s"))
     if not rated:
         return None
     fields, lines = _series(rated, "batch_size")
@@ -433,7 +488,7 @@ def devices(records_by_device: dict[str, list[dict]], out: Path, stem: str) -> s
         ax.bar(xs + i * width, [rate.get(k, 0) for k in keys], width, label=device)
     ax.set_xticks(xs + width * (len(records_by_device) - 1) / 2)
     ax.set_xticklabels([f"{p}\n{d}" for p, d in keys], fontsize=7, rotation=20, ha="right")
-    ax.set_yscale("log")
+    _log(ax)
     ax.set_ylabel("decode tokens/s (log)")
     ax.set_title("Decode tokens/s across devices", fontsize=10)
     ax.grid(True, axis="y", which="both", alpha=0.3)
@@ -481,7 +536,7 @@ def attention(device: str, records: list[dict], peak_tflops: float | None, out: 
         if over:  # said below the axis, where no point or legend can hide it
             ax.text(0.5, -0.3, "ringed: above the measured peak, impossible: re-run `llmbench peak`",
                     transform=ax.transAxes, fontsize=7, color=IMPOSSIBLE, ha="center", va="top")
-        ax.set_xscale("log", base=2)
+        _log(ax, "x", 2)
         ticks = sorted({p[0] for pts in panels[key].values() for p in pts})
         ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=8)
         ax.minorticks_off()

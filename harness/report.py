@@ -24,6 +24,7 @@ tables sortable by a click on a header, sections collapsible.
 from __future__ import annotations
 
 import base64
+import gc
 import multiprocessing
 import os
 import re
@@ -62,36 +63,51 @@ def build(inputs: list[Path], out: Path, title: str = TITLE, svg: bool = False,
           first: Path | None = None) -> tuple[Path, Path]:
     """Write ``out/report.md``, ``out/report.html`` and ``out/plots/`` (PNG, and SVG when ``svg``); returns
     the two report paths. ``first``: a Markdown file shown before everything else (``llmbench suite``'s
-    targets), rendered like the rest."""
+    targets), rendered like the rest.
+
+    The figures start drawing as soon as the records are grouped (in forked processes for a large report);
+    the findings and tables are computed and formatted meanwhile, from blocks left for later."""
     preface = _preface(first) if first else []
-    records = read_records(inputs)
-    if not records:
-        raise UserError(f"no records found under {', '.join(map(str, inputs))}; run `llmbench decode` or "
-                        "`llmbench finetune` first")
+    records = _read(inputs)
+    try:
+        if not records:
+            raise UserError(f"no records found under {', '.join(map(str, inputs))}; run `llmbench decode` or "
+                            "`llmbench finetune` first")
+        with views.remembering():
+            return _build(records, inputs, out, title, svg, preface)
+    finally:
+        gc.unfreeze()
+
+
+def _build(records: list[dict], inputs: list[Path], out: Path, title: str, svg: bool,
+           preface: list[tuple]) -> tuple[Path, Path]:
     ceilings = from_records(records)
     decode, finetune = defaultdict(list), defaultdict(list)
     attention, kernels, pytest_benchmarks = defaultdict(list), defaultdict(list), defaultdict(list)
-    compiles = []
+    by_device, compiles, measured_records = defaultdict(list), [], []
     for r in records:
         workload = r.get("workload")
         if workload == views.COMPILE_WORKLOAD:
             compiles.append(r)
             continue
+        measured_records.append(r)
+        device = device_key(r)
+        by_device[device].append(r)
         if r.get("status") != "ok":
             continue
         if workload in ("decode", "finetune", *KERNELS):
-            r = roofline.with_ceilings(r, ceilings.get(device_key(r)))
+            r = roofline.with_ceilings(r, ceilings.get(device))
         if workload == "decode" and r["metrics"].get("tokens_per_s"):
-            decode[device_key(r)].append(r)
+            decode[device].append(r)
         elif workload == "finetune":
-            finetune[device_key(r)].append(r)
+            finetune[device].append(r)
         elif workload in KERNELS:
-            kernels[device_key(r)].append(r)
+            kernels[device].append(r)
             if workload == "attention":
-                attention[device_key(r)].append(r)
+                attention[device].append(r)
         elif workload == pytest_bench.WORKLOAD:
-            pytest_benchmarks[device_key(r)].append(r)
-    failed, retried = final_failures([r for r in records if r.get("workload") != views.COMPILE_WORKLOAD])
+            pytest_benchmarks[device].append(r)
+    failed, retried = final_failures(measured_records)
     failed_by_device = defaultdict(list)
     for r in failed:
         failed_by_device[device_key(r)].append(r)
@@ -107,39 +123,24 @@ def build(inputs: list[Path], out: Path, title: str = TITLE, svg: bool = False,
              f"'!' lies above its measured ceiling, which is impossible: {roofline.PEAK_HINT}.")
 
     # each section a list of blocks: ("h2"|"h3", title), ("md", text), ("table", rows, columns),
-    # ("plot", function, args) until drawn, then ("img", stem)
+    # ("later", function, args) until computed (a list of blocks, never a plot), ("plot", function, args)
+    # until drawn, then ("img", stem)
     sections = [preface] if preface else []
-    findings = []
-    for device in devices:
-        lines = report_findings.device(decode.get(device, []), finetune.get(device, []), kernels.get(device, []),
-                                       failed_by_device.get(device, []), ceilings.get(device))
-        if lines:
-            findings += ([("h3", f"On {device}")] if len(devices) > 1 else []) + [("md", _bullets(lines))]
-    compile_lines = report_findings.compile_findings(compiles)
-    if compile_lines:
-        findings.append(("md", _bullets(compile_lines)))
-    if findings:
-        if len(devices) == 1:
-            findings.insert(0, ("md", f"On **{devices[0]}**:"))
-        sections.append([("h2", "Headline findings"), *findings])
-
+    sections.append([("later", findings_blocks, (devices, decode, finetune, kernels, failed_by_device, ceilings,
+                                                 compiles))])
     for n, device in enumerate(devices):
         c, rs = ceilings.get(device), decode.get(device, [])
-        blocks = [("h2", device)]
-        env_records = [r for r in records if device_key(r) == device and r.get("workload") != views.COMPILE_WORKLOAD]
-        blocks += [("h3", "Environment"), ("table", views.environment_rows(env_records), views.ENV_COLUMNS)]
+        blocks = [("h2", device), ("later", _environment_blocks, (by_device.get(device, []),))]
         if c and (c.copy_gbps or c.matmul_tflops):
             blocks += [("h3", "Ceilings" + (f" (spec: {c.spec.name})" if c.spec else " (no spec entry)")),
                        ("table", views.ceiling_rows(c), views.CEILING_COLUMNS)]
         else:
             blocks += [("h3", "Ceilings"), ("md", "No ceilings measured for this device: run `llmbench peak` on it "
                                                   "for MBU/MFU.")]
-        blocks += warning_blocks([*rs, *finetune.get(device, []), *kernels.get(device, [])])
+        blocks.append(("later", warning_blocks, ([*rs, *finetune.get(device, []), *kernels.get(device, [])],)))
         if rs:
-            for dtype in sorted({r["dtype"] for r in rs}, key=views._precision_order):
-                rows, columns, same = views.decode_report_table([r for r in rs if r["dtype"] == dtype])
-                blocks += [("h3", f"Decode, {dtype}"), ("md", same), ("table", rows, columns), *notes(rows)]
-            blocks += [("plot", plots.roofline, (device, c, rs, figures, f"roofline-{n}")),
+            blocks += [("later", decode_blocks, (rs,)),
+                       ("plot", plots.roofline, (device, c, rs, figures, f"roofline-{n}")),
                        ("plot", plots.precision_comparison, (device, rs, figures, f"precisions-{n}")),
                        ("plot", plots.scaling, (device, rs, "batch_size", "batch size", figures, f"batch-{n}")),
                        ("plot", plots.scaling, (device, rs, "prompt_len", "context (prompt tokens)", figures,
@@ -147,17 +148,14 @@ def build(inputs: list[Path], out: Path, title: str = TITLE, svg: bool = False,
                        ("plot", plots.pareto, (device, rs, figures, f"pareto-{n}"))]
         energetic = [r for r in [*rs, *finetune.get(device, []), *kernels.get(device, [])] if views.has_energy(r)]
         if energetic:
-            rows, columns, same = views.energy_report_table(energetic)
-            blocks += [("h3", "Energy"), ("md", "GPU telemetry (NVML) sampled during the timed runs. " + same),
-                       ("table", rows, columns)]
-            blocks.append(("plot", plots.energy, (device, [r for r in energetic if r["workload"] == "decode"],
-                                                  figures, f"energy-{n}")))
+            decoded = [r for r in energetic if r["workload"] == "decode"]
+            blocks.append(("later", energy_blocks, (energetic,)))
+            blocks.append(("plot", plots.energy, (device, rs if len(decoded) == len(rs) else decoded, figures,
+                                                  f"energy-{n}")))
         if finetune.get(device):
-            rows, columns, same = views.finetune_report_table(finetune[device])
-            blocks += [("h3", "Fine-tune"), ("md", f"{views.FINETUNE_NOTE} {same}"), ("table", rows, columns),
-                       *notes(rows)]
+            blocks.append(("later", finetune_blocks, (finetune[device],)))
         att = attention.get(device, [])
-        blocks += views.attention_report_blocks(att)
+        blocks.append(("later", views.attention_report_blocks, (att,)))
         for dtype in sorted({r["dtype"] for r in att}):
             peak = c.matmul_tflops.get(dtype) if c else None
             blocks.append(("plot", plots.attention, (device, [r for r in att if r["dtype"] == dtype], peak,
@@ -176,9 +174,12 @@ def build(inputs: list[Path], out: Path, title: str = TITLE, svg: bool = False,
                          ("md", f"{retried} point(s) failed at first and completed on a later attempt "
                                 "(`llmbench sweep submit --resume`); only their final outcome counts above.")])
     plots.SVG = svg
+    for rs in decode.values():  # what every decode figure asks first, answered once for all the processes
+        views.varying_fields(rs)
     jobs = [b[1:] for blocks in sections for b in blocks if b[0] == "plot"]
     wait = drawing(jobs, (os.cpu_count() or 1) if len(records) >= PARALLEL_FROM else 1)
-    try:  # the tables are formatted while the figures are drawn
+    try:  # the findings and tables are computed and formatted while the figures are drawn
+        sections = [[x for b in blocks for x in (b[1](*b[2]) if b[0] == "later" else [b])] for blocks in sections]
         inline = _inline_renderer()
         sections = [[_table(b, inline) if b[0] == "table" else b for b in blocks] for blocks in sections]
     finally:
@@ -190,6 +191,64 @@ def build(inputs: list[Path], out: Path, title: str = TITLE, svg: bool = False,
     md_path.write_text(markdown(title, intro, sections))
     html_path.write_text(html(title, intro, sections, figures))
     return md_path, html_path
+
+
+def _read(inputs: list[Path]) -> list[dict]:
+    """The records, read with the cyclic garbage collector paused (records hold no cycles; a collection
+    every few thousand new dicts would walk all the records read so far), then frozen out of its reach: a
+    forked figure process then neither walks them again nor copies their pages."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        records = read_records(inputs)
+    finally:
+        if paused:
+            gc.enable()
+    gc.freeze()
+    return records
+
+
+def findings_blocks(devices: list[str], decode: dict, finetune: dict, kernels: dict, failed: dict, ceilings: dict,
+                    compiles: list[dict]) -> list[tuple]:
+    """The headline findings section (``report_findings``), per device when there are several."""
+    findings = []
+    for device in devices:
+        lines = report_findings.device(decode.get(device, []), finetune.get(device, []), kernels.get(device, []),
+                                       failed.get(device, []), ceilings.get(device))
+        if lines:
+            findings += ([("h3", f"On {device}")] if len(devices) > 1 else []) + [("md", _bullets(lines))]
+    compile_lines = report_findings.compile_findings(compiles)
+    if compile_lines:
+        findings.append(("md", _bullets(compile_lines)))
+    if not findings:
+        return []
+    if len(devices) == 1:
+        findings.insert(0, ("md", f"On **{devices[0]}**:"))
+    return [("h2", "Headline findings"), *findings]
+
+
+def _environment_blocks(records: list[dict]) -> list[tuple]:
+    return [("h3", "Environment"), ("table", views.environment_rows(records), views.ENV_COLUMNS)]
+
+
+def decode_blocks(records: list[dict]) -> list[tuple]:
+    """A device's decode tables, one per precision."""
+    blocks = []
+    for dtype in sorted({r["dtype"] for r in records}, key=views._precision_order):
+        rows, columns, same = views.decode_report_table([r for r in records if r["dtype"] == dtype])
+        blocks += [("h3", f"Decode, {dtype}"), ("md", same), ("table", rows, columns), *notes(rows)]
+    return blocks
+
+
+def energy_blocks(records: list[dict]) -> list[tuple]:
+    rows, columns, same = views.energy_report_table(records)
+    return [("h3", "Energy"), ("md", "GPU telemetry (NVML) sampled during the timed runs. " + same),
+            ("table", rows, columns)]
+
+
+def finetune_blocks(records: list[dict]) -> list[tuple]:
+    rows, columns, same = views.finetune_report_table(records)
+    return [("h3", "Fine-tune"), ("md", f"{views.FINETUNE_NOTE} {same}"), ("table", rows, columns), *notes(rows)]
 
 
 def _preface(path: Path) -> list[tuple]:

@@ -45,7 +45,12 @@ def _pairs(records: list[dict], field: str, drop: tuple = ()) -> dict[tuple, dic
     groups: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for r in records:
         if _rate(r):
-            groups[tuple(views._hashable(r.get(k)) for k in rest)][str(r.get(field))] = r
+            key = tuple(map(r.get, rest))
+            try:
+                group = groups[key]
+            except TypeError:  # a list-valued field
+                group = groups[tuple(map(views._hashable, key))]
+            group[str(r.get(field))] = r
     return groups
 
 
@@ -254,14 +259,16 @@ def warnings(records: list[dict], failed: list[dict]) -> list[str]:
 
 
 def device(decode: list[dict], finetune: list[dict], kernels: list[dict], failed: list[dict], ceilings) -> list[str]:
-    """A device's findings, in the order a reader asks."""
-    lines = [*precision(decode), *best_of(decode, "engine", "Engine"), *best_of(decode, "attn", "Attention"),
-             *(best_of(decode, "cache", "KV cache") if len({r.get("engine") for r in decode}) < 2 else []),
-             *best_mbu(decode, ceilings), *overhead(decode), *energy(decode),
-             *best_of([r for r in kernels if r["workload"] == "attention"], "attn", "Fused attention kernel"),
-             *best_of([r for r in kernels if r["workload"] == "decode-attention"], "attn", "Decode attention kernel"),
-             *warnings([*decode, *finetune, *kernels], failed)]
-    return lines
+    """A device's findings, in the order a reader asks (the same record lists looked at again and again:
+    ``views.remembering``)."""
+    with views.remembering():
+        return [*precision(decode), *best_of(decode, "engine", "Engine"), *best_of(decode, "attn", "Attention"),
+                *(best_of(decode, "cache", "KV cache") if len({r.get("engine") for r in decode}) < 2 else []),
+                *best_mbu(decode, ceilings), *overhead(decode), *energy(decode),
+                *best_of([r for r in kernels if r["workload"] == "attention"], "attn", "Fused attention kernel"),
+                *best_of([r for r in kernels if r["workload"] == "decode-attention"], "attn",
+                         "Decode attention kernel"),
+                *warnings([*decode, *finetune, *kernels], failed)]
 
 
 def compile_findings(records: list[dict]) -> list[str]:

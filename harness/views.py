@@ -10,6 +10,7 @@ same thing and has the same header wherever it appears. Columns are
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import contextmanager
 
 from harness.roofline import OVERHEAD_BELOW, PEAK_HINT, ROUNDOFF, WARNING_PREFIX
 from harness.tables import render, si  # noqa: F401 (si: the report's sentences format with it)
@@ -515,21 +516,68 @@ def _hashable(value):
     return tuple(value) if isinstance(value, list) else value
 
 
+_REMEMBERED: dict[int, tuple[list, int, dict]] | None = None
+
+
+@contextmanager
+def remembering():
+    """Within: ``varying_fields`` and ``follows`` answer once per record list (by identity, with the list kept
+    alive and its length checked), for callers that ask about the same unchanging lists again and again: the
+    report's findings, tables and figures (whose forked processes inherit what was remembered before the
+    fork)."""
+    global _REMEMBERED
+    outer = _REMEMBERED
+    _REMEMBERED = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _REMEMBERED = outer
+
+
+def _remembered(records: list[dict], key: tuple, compute):
+    """``compute()``, remembered for ``records`` under ``key`` within ``remembering``."""
+    if _REMEMBERED is None:
+        return compute()
+    hit = _REMEMBERED.get(id(records))
+    if hit is None or hit[0] is not records or hit[1] != len(records):
+        hit = _REMEMBERED[id(records)] = (records, len(records), {})
+    if key not in hit[2]:
+        hit[2][key] = compute()
+    return hit[2][key]
+
+
 def varying_fields(records: list[dict]) -> tuple[list[str], dict]:
+    """Point fields that vary and those that do not (``_varying_fields``), remembered within ``remembering``."""
+    varying, constant = _remembered(records, ("varying",), lambda: _varying_fields(records))
+    return list(varying), dict(constant)
+
+
+def _varying_fields(records: list[dict]) -> tuple[list[str], dict]:
     """The point fields whose value differs between ``records`` (in reading order: model, engine,
     attention, cache, precision, formats, sizes, then the rest by name) and the ones that do not, with
-    their one value; ``seq_len`` counts only when prompt and new tokens do not say it."""
-    keys = {}
+    their one value; ``seq_len`` counts only when prompt and new tokens do not say it. A key whose values
+    are all dicts (a block such as ``quality``) is no point field."""
+    names: set = set()
     for r in records:
-        for k, v in r.items():
-            if k not in keys and k not in NOT_POINT_FIELDS and not k.startswith("_") and not isinstance(v, dict):
-                keys[k] = None
-    if "prompt_len" not in keys and any(r.get("seq_len") is not None for r in records):
-        keys["seq_len"] = None
+        names.update(r.keys())
+    keys, columns = [], {}
+    for k in names:
+        if k in NOT_POINT_FIELDS or k.startswith("_"):
+            continue
+        values = [r.get(k) for r in records]
+        types = set(map(type, values))
+        if dict in types and types <= {dict, type(None)}:
+            continue
+        keys.append(k)
+        columns[k] = values
+    if "prompt_len" not in columns and any(r.get("seq_len") is not None for r in records):
+        keys.append("seq_len")
+        columns["seq_len"] = [r.get("seq_len") for r in records]
     varying, constant = [], {}
     for k in keys:
-        first = records[0].get(k)
-        if any(r.get(k) != first for r in records):
+        values = columns[k]
+        first = values[0]
+        if values.count(first) != len(values):
             varying.append(k)
         elif first is not None:
             constant[k] = _hashable(first)
@@ -541,9 +589,14 @@ def varying_fields(records: list[dict]) -> tuple[list[str], dict]:
 def follows(records: list[dict], other: str, field: str) -> bool:
     """Whether ``other`` is set by ``field``: each value of ``field`` comes with one value of ``other`` (the
     lean engine always runs a static cache), so comparing ``field`` compares ``other`` too."""
+    return _remembered(records, ("follows", other, field), lambda: _follows(records, other, field))
+
+
+def _follows(records: list[dict], other: str, field: str) -> bool:
     seen: dict = {}
     for r in records:
-        if seen.setdefault(_hashable(r.get(field)), _hashable(r.get(other))) != _hashable(r.get(other)):
+        key, value = r.get(field), r.get(other)
+        if seen.setdefault(_hashable(key), value) != value:
             return False
     return True
 
@@ -707,9 +760,16 @@ MAX_VALUES = 6
 def environment_rows(records: list[dict]) -> list[dict]:
     """A device's software and where it ran: each field's distinct values across its records (a git sha
     ending in -dirty was run with uncommitted changes), the runs merged and the time span."""
+    seen: dict[str, set] = {key: set() for key, _ in ENV_FIELDS}
+    for r in records:  # one pass: each record's env read once
+        env = r.get("env") or {}
+        for key, distinct in seen.items():
+            v = env.get(key)
+            if v is not None:
+                distinct.add(v if type(v) is str else str(v))
     rows = []
     for key, what in ENV_FIELDS:
-        values = sorted({str(v) for r in records if (v := (r.get("env") or {}).get(key)) is not None},
+        values = sorted(seen[key],
                         key=lambda v: (len(v), v) if key.startswith("slurm_array_task") else v)
         if not values:
             continue
@@ -720,11 +780,11 @@ def environment_rows(records: list[dict]) -> list[dict]:
                                                    if len(values) > MAX_VALUES else "")
         rows.append({"what": what, "value": shown})
     runs = {r.get("run_id") for r in records}
-    stamps = sorted(r["timestamp"] for r in records if r.get("timestamp"))
+    stamps = [r["timestamp"] for r in records if r.get("timestamp")]
     rows.append({"what": "runs merged", "value": f"{len(runs)} ({len(records)} records)"})
     if stamps:
-        rows.append({"what": "measured", "value": f"{stamps[0]} to {stamps[-1]}" if stamps[0] != stamps[-1]
-                     else stamps[0]})
+        first, last = min(stamps), max(stamps)
+        rows.append({"what": "measured", "value": f"{first} to {last}" if first != last else first})
     return rows
 
 

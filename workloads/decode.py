@@ -46,6 +46,7 @@ from workloads.workload import Clock, Runs
 
 
 QUALITY_PROMPT = 10**9  # prompt index of the accuracy check of quantized variants (never a timed prompt)
+PPL_ROWS, PPL_CONTEXT, PPL_TOKENS = 4, 16, 112  # perplexity text: rows x (context + scored tokens)
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,30 @@ def check_formats(precisions: list[Precision], device: torch.device | None, attn
         require_torchao()
 
 
+def text_rows(spec: ModelSpec, folder, split: str) -> torch.Tensor:
+    """``PPL_ROWS`` rows of ``PPL_CONTEXT + PPL_TOKENS`` token ids of a local text dataset (packed), tokenized
+    with the model directory's tokenizer, or for a preset with the byte-level one (``workloads.data``)."""
+    from workloads import data
+
+    tokenizer = data.local_tokenizer(spec.path) if spec.path is not None else data.byte_tokenizer()
+    texts = data.read_texts(folder, split, None)
+    try:
+        blocks = data.tokenize(texts, tokenizer, PPL_CONTEXT + PPL_TOKENS, "pack", PPL_ROWS, str(folder))
+    except UserError:  # not one row (its message speaks of fine-tuning options)
+        blocks = None
+    if blocks is None or blocks.unique_rows < PPL_ROWS:
+        raise UserError(f"--quality-data {folder} ({split}) holds {blocks.unique_rows if blocks else 0} row(s) of "
+                        f"{PPL_CONTEXT + PPL_TOKENS} tokens; perplexity needs {PPL_ROWS}")
+    return blocks.input_ids[:PPL_ROWS]
+
+
+def perplexity(engine, rows: torch.Tensor) -> float:
+    """exp(mean negative log-likelihood) of each row's last ``PPL_TOKENS`` tokens after its first
+    ``PPL_CONTEXT``, decoded step by step (every token is read back from the KV cache as stored)."""
+    _, _, nll = engine.replay(rows[:, :PPL_CONTEXT], PPL_TOKENS, forced=rows[:, PPL_CONTEXT:])
+    return math.exp(nll.mean().item())
+
+
 def rates(timelines: list, point: DecodePoint) -> list[float]:
     """Decode tokens/s of each generation: batch x decode steps over first-to-last token."""
     steps = point.new_tokens - 1
@@ -272,6 +297,7 @@ class DecodeWorkload:
         dist: Dist = Dist(),
         kv_cache: str = "auto",
         weights: str = "auto",
+        quality_data: tuple | None = None,
     ):
         self.spec, self.precision, self.device = spec, precision, device
         self.dist, self.tp = dist, dist.world_size
@@ -284,6 +310,9 @@ class DecodeWorkload:
         self.quantized = self.kv_quantized or weights != "auto"
         self.storage = cost.FLOAT
         self.reference = {}  # point -> the unquantized model's greedy replay (quantized variants only)
+        self.quality_data = quality_data  # (folder, split) of a local text dataset for perplexity, or None
+        self.text = None  # its token rows (PPL_ROWS, PPL_CONTEXT + PPL_TOKENS)
+        self.ppl_reference = self.ppl = None
         self.model = None
         self.lean = None
         self.shape = None
@@ -315,6 +344,9 @@ class DecodeWorkload:
         reference = LeanEngine(self.model, compile=False)
         with matmul_mode(self.precision):
             self.reference = {p: reference.replay(self.prompt(p, QUALITY_PROMPT), p.new_tokens) for p in self.points}
+            if self.quality_data is not None:
+                self.text = text_rows(self.spec, *self.quality_data).to(self.device)
+                self.ppl_reference = perplexity(reference, self.text)
         del reference
         values = scales = 0
         if self.weights != "auto":
@@ -327,16 +359,22 @@ class DecodeWorkload:
         one prompt per point (not a timed one): the reference's greedy tokens are fed to this variant
         (teacher forcing); ``token_agreement`` is the share of steps where it picks the same token,
         ``identical_prefix_tokens`` the mean count of leading tokens it would generate identically on its
-        own, and the logit errors are those of the first step (the prompt's forward)."""
+        own, and the logit errors are those of the first step (the prompt's forward). With a local text
+        dataset (``quality_data``), the perplexity of both models on ``PPL_ROWS`` rows of it."""
         if not self.quantized:
             return None
-        ref_logits, ref_tokens, ref_nll = self.reference[point]
+        ref_logits, ref_tokens, _ = self.reference[point]
         with matmul_mode(self.precision):
-            logits, chosen, nll = self._replayer().replay(self.prompt(point, QUALITY_PROMPT), point.new_tokens,
-                                                          forced=ref_tokens)
+            logits, chosen, _ = self._replayer().replay(self.prompt(point, QUALITY_PROMPT), point.new_tokens,
+                                                        forced=ref_tokens)
+            if self.text is not None and self.ppl is None:  # the same for every point: once
+                self.ppl = perplexity(self._replayer(), self.text)
         same = chosen == ref_tokens
         prefix = torch.where(same.all(-1), same.shape[-1], (~same).int().argmax(-1))
         error = (logits - ref_logits).abs()
+        ppl = {} if self.ppl is None else {
+            "ppl": self.ppl, "ppl_reference": self.ppl_reference, "ppl_delta": self.ppl - self.ppl_reference,
+            "ppl_tokens": PPL_ROWS * PPL_TOKENS, "ppl_data": f"{self.quality_data[0]} ({self.quality_data[1]})"}
         return {
             "reference": f"{self.precision.name} weights and KV cache, same model and prompt",
             "token_agreement": same.float().mean().item(),
@@ -344,6 +382,7 @@ class DecodeWorkload:
             "logit_max_abs_err": error.max().item(),
             "logit_mean_abs_err": error.mean().item(),
             "tokens_compared": same.numel(),
+            **ppl,
         }
 
     def _replayer(self):

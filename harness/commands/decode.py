@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from harness import options
 from workloads.choices import ATTN_IMPLEMENTATIONS, CACHES, DECODE_MODEL, KV_FORMATS, WEIGHT_FORMATS
@@ -70,6 +71,10 @@ def add_parser(sub) -> None:
                    help=f"how linear weights are stored, compared like --dtype: {', '.join(WEIGHT_FORMATS)} (int8: "
                         "per-output-channel scales, our Triton kernel; int8-torchao: torchao's int8 weight-only "
                         "layers, an optional extra)")
+    q.add_argument("--quality-data", type=Path, default=None, metavar="PATH",
+                   help="a local text dataset (save_to_disk folder, or parquet/json/csv/txt files, e.g. an offline "
+                        "wikitext copy): quantized records then also carry the perplexity change on it")
+    q.add_argument("--quality-split", default="test", help="its split, with optional slicing (test[:20%%])")
     d.add_argument("--no-compile", dest="compile", action="store_false",
                    help="stop generate() from compiling the step (it does with a static cache on GPU)")
     g = d.add_argument_group("generation (greedy unless --do-sample or --num-beams)")
@@ -114,6 +119,14 @@ def _request(args, device=None):
     engines = [e.strip() for e in args.engine.split(",") if e.strip()]
     kv_caches = [k.strip() for k in args.kv_cache.split(",") if k.strip()]
     weights = [w.strip() for w in args.weights.split(",") if w.strip()]
+    if args.quality_data is not None:
+        from workloads.errors import UserError
+
+        if not args.quality_data.exists():
+            raise UserError(f"--quality-data {args.quality_data}: no such file or folder")
+        if set(kv_caches) <= {"auto", "fp32", "bf16", "fp16"} and set(weights) == {"auto"}:
+            raise UserError("--quality-data scores quantized variants against the unquantized model: add "
+                            "--kv-cache int8 or fp8, or --weights int8")
     check(spec, precisions, device, points, args.attn, generation, engines, args.repeats, args.tp, kv_caches, weights)
     return spec, precisions, points, generation, engines, kv_caches, weights
 
@@ -168,7 +181,8 @@ def _measure(args, dist, device, spec, precisions, points, generation, engines, 
             matmul_shapes=model_matmul_shapes(*projection_sizes(spec.config), tokens))
     repeats = TP_REPEATS if args.tp > 1 and args.repeats is None else args.repeats
     workloads = [DecodeWorkload(spec, precision, device, args.attn, generation, args.seed, engine, points,
-                                args.warmup, repeats, args.max_time, dist, kv, weight)
+                                args.warmup, repeats, args.max_time, dist, kv, weight,
+                                (args.quality_data, args.quality_split) if args.quality_data else None)
                  for precision in precisions for engine in engines for weight in weights for kv in kv_caches]
     records = runner.run(workloads, run_id, env, out=args.out if dist.main else None, ceilings=known,
                          progress=args.progress and dist.main, desc="decode",

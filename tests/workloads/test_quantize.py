@@ -161,3 +161,35 @@ def test_storage_defaults_to_the_compute_dtype():
     shape = cost.model_shape(build_model(resolve_model("tiny-llama"), torch.float32, CPU, "eager"))
     assert cost.FLOAT.weight_bytes(shape, 3, 2) == shape.weights_read(3) * 2
     assert cost.FLOAT.kv_bytes_per_token(shape, 2) == shape.kv_elements_per_token * 2
+
+
+def test_perplexity_change_on_a_local_text_dataset(tmp_path, monkeypatch):
+    import math
+
+    from workloads import decode
+
+    pytest.importorskip("torchao")
+    monkeypatch.setattr(decode, "PPL_ROWS", 2)
+    monkeypatch.setattr(decode, "PPL_CONTEXT", 4)
+    monkeypatch.setattr(decode, "PPL_TOKENS", 6)
+    (tmp_path / "test.txt").write_text("\n".join(f"line {i} of a small local text dataset" for i in range(20)))
+    w = DecodeWorkload(resolve_model("tiny-llama"), PRECISIONS["fp32"], CPU, "sdpa", seed=2, engine="lean",
+                       points=[DecodePoint(1, 5, 3)], warmup=0, repeats=1, weights="int8-torchao",
+                       quality_data=(tmp_path, "test"))
+    w.setup()
+    try:
+        q = w.quality(w.points[0])
+    finally:
+        w.teardown()
+    assert q["ppl_tokens"] == 12 and q["ppl_data"].endswith("(test)")
+    assert 1 < q["ppl"] and 1 < q["ppl_reference"] and q["ppl"] != q["ppl_reference"]
+    assert q["ppl_delta"] == pytest.approx(q["ppl"] - q["ppl_reference"])
+    assert math.isclose(q["ppl_reference"], q["ppl"], rel_tol=0.05)  # int8 weights barely move it
+
+
+def test_too_little_text_for_perplexity_is_refused(tmp_path):
+    from workloads.decode import text_rows
+
+    (tmp_path / "test.txt").write_text("short\n")
+    with pytest.raises(UserError, match="perplexity needs"):
+        text_rows(resolve_model("tiny-llama"), tmp_path, "test")

@@ -202,3 +202,12 @@ def test_bad_quantized_requests(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_quality_data_needs_a_quantized_variant_and_an_existing_folder(tmp_path, capsys):
+    assert cli.main([*TINY, "--quality-data", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "add --kv-cache int8 or fp8, or --weights int8" in capsys.readouterr().err
+    assert cli.main([*TINY, "--weights", "int8-torchao", "--quality-data", str(tmp_path / "nope"),
+                     "--out", str(tmp_path / "out")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -1,5 +1,5 @@
-"""Report figures (matplotlib, headless): roofline, precisions, scaling, pareto, energy, devices, attention,
-kernel resources.
+"""Report figures (matplotlib, headless): roofline, precisions, scaling, pareto, energy, devices, all-reduce,
+attention, kernel resources.
 
 Every figure is saved as PNG (and SVG with ``SVG``); functions return the file stem they wrote,
 or None when the records hold nothing for that figure. Figures stay readable at
@@ -494,6 +494,47 @@ def devices(records_by_device: dict[str, list[dict]], out: Path, stem: str) -> s
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out, stem)
+
+
+def allreduce(device: str, records: list[dict], out: Path, stem: str) -> str | None:
+    """All-reduce bus GB/s against message size (log x, the sizes measured as ticks), one line per world size
+    (and node count or backend where those vary), the best record at each size; None without ok
+    ``allreduce`` records that say their message size."""
+    best: dict[tuple, dict[int, float]] = defaultdict(dict)
+    rows = [r for r in records if r.get("workload") == "allreduce" and r.get("status") == "ok"
+            and r.get("message_bytes") and (r.get("derived") or {}).get("achieved_gbps")]
+    if not rows:
+        return None
+    several = [k for k in ("nodes", "backend") if len({r.get(k) for r in rows}) > 1]
+    for r in rows:
+        line = best[(r.get("world_size") or 1, *(str(r.get(k)) for k in several))]
+        size = r["message_bytes"]
+        line[size] = max(line.get(size, 0.0), r["derived"]["achieved_gbps"])
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    for i, (key, line) in enumerate(sorted(best.items())):
+        sizes = sorted(line)
+        extra = "".join(f", {k} {v}" for k, v in zip(several, key[1:]))
+        ax.plot(sizes, [line[b] for b in sizes], marker=MARKERS[i % len(MARKERS)], color=PALETTE[i % len(PALETTE)],
+                label=f"{key[0]} processes{extra}")
+    sizes = sorted({b for line in best.values() for b in line})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [_bytes(b) for b in sizes], fontsize=8)
+    ax.minorticks_off()
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("message size")
+    ax.set_ylabel("bus bandwidth (GB/s)")
+    ax.set_title(f"All-reduce bus bandwidth (best per size): {device}", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, out, stem)
+
+
+def _bytes(n: float) -> str:
+    """A message size in binary units, as ``llmbench peak`` names them: 4 MiB, 512 KiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:g} {unit}"
+    return f"{n:g} B"
 
 
 MODES = list(ATTENTION_MODES)

@@ -7,7 +7,8 @@ device's measured ceilings, so ceilings measured after a benchmark still explain
 it. The report opens with headline findings per device (``report_findings``:
 bf16 vs fp32 with its CI, the best engine and attention, the best MBU, the
 overhead-bound points, what to distrust), then per device its environment
-(versions, git sha, hosts, SLURM ids, runs merged), ceilings, warnings, a decode
+(versions, git sha, hosts, SLURM ids, runs merged), ceilings (with all-reduce bus bandwidth against message
+size when ``allreduce`` records exist), warnings, a decode
 table per precision with a column for every point field that varies in it (what
 is constant is said once above it), the figures (roofline, precisions, batch and context
 scaling, throughput-latency pareto), energy when telemetry exists, fine-tune and
@@ -84,7 +85,7 @@ def _build(records: list[dict], inputs: list[Path], out: Path, title: str, svg: 
     ceilings = from_records(records)
     decode, finetune = defaultdict(list), defaultdict(list)
     attention, kernels, pytest_benchmarks = defaultdict(list), defaultdict(list), defaultdict(list)
-    by_device, compiles, measured_records = defaultdict(list), [], []
+    by_device, allreduce, compiles, measured_records = defaultdict(list), defaultdict(list), [], []
     for r in records:
         workload = r.get("workload")
         if workload == views.COMPILE_WORKLOAD:
@@ -107,11 +108,13 @@ def _build(records: list[dict], inputs: list[Path], out: Path, title: str, svg: 
                 attention[device].append(r)
         elif workload == pytest_bench.WORKLOAD:
             pytest_benchmarks[device].append(r)
+        elif workload == "allreduce":
+            allreduce[device].append(r)
     failed, retried = final_failures(measured_records)
     failed_by_device = defaultdict(list)
     for r in failed:
         failed_by_device[device_key(r)].append(r)
-    measured = {k for k, c in ceilings.items() if c.copy_gbps or c.matmul_tflops}
+    measured = {k for k, c in ceilings.items() if c.copy_gbps or c.matmul_tflops or c.allreduce_gbps}
     devices = sorted(measured | set(decode) | set(finetune) | set(kernels) | set(pytest_benchmarks))
     figures = out / "plots"
     runs = len({r.get("run_id") for r in records})
@@ -131,9 +134,15 @@ def _build(records: list[dict], inputs: list[Path], out: Path, title: str, svg: 
     for n, device in enumerate(devices):
         c, rs = ceilings.get(device), decode.get(device, [])
         blocks = [("h2", device), ("later", _environment_blocks, (by_device.get(device, []),))]
-        if c and (c.copy_gbps or c.matmul_tflops):
+        if c and (c.copy_gbps or c.matmul_tflops or c.allreduce_gbps):
             blocks += [("h3", "Ceilings" + (f" (spec: {c.spec.name})" if c.spec else " (no spec entry)")),
                        ("table", views.ceiling_rows(c), views.CEILING_COLUMNS)]
+            if not c.copy_gbps:
+                blocks.append(("md", "No copy bandwidth measured for this device: run `llmbench peak` on it for "
+                                     "MBU/MFU."))
+            if allreduce.get(device):
+                blocks += [("md", ALLREDUCE_NOTE),
+                           ("plot", plots.allreduce, (device, allreduce[device], figures, f"allreduce-{n}"))]
         else:
             blocks += [("h3", "Ceilings"), ("md", "No ceilings measured for this device: run `llmbench peak` on it "
                                                   "for MBU/MFU.")]
@@ -313,6 +322,12 @@ def drawing(jobs: list[tuple], workers: int = 1):
 def draw(jobs: list[tuple], workers: int = 1) -> list[str | None]:
     """The stems of the figure functions ``jobs``, drawn as ``drawing`` says."""
     return drawing(jobs, workers)()
+
+
+ALLREDUCE_NOTE = ("All-reduce bus bandwidth (nccl-tests' definition: the bytes each process moves over the links "
+                  "per call, 2(n-1)/n of the message, over the shortest call) against the message size, the best "
+                  "measurement at each size (`llmbench peak --nproc N`): an interconnect's rate, never compared "
+                  "with the memory datasheet.")
 
 
 BOUND_SENTENCE = (

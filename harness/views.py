@@ -442,6 +442,7 @@ def ceiling_rows(c) -> list[dict]:
     for world in sorted(getattr(c, "allreduce_gbps", None) or {}):  # an interconnect: no HBM datasheet value
         rows.append({"what": f"all-reduce bus bandwidth, {world} processes (GB/s)",
                      "measured": c.allreduce_gbps[world], "spec": None})
+    rows = [row for row in rows if row["measured"] is not None]  # a ceiling not measured is not listed
     for row in rows:
         row["pct"] = 100 * row["measured"] / row["spec"] if row["measured"] and row["spec"] else None
     return rows

@@ -347,3 +347,31 @@ def test_kernel_resources_heat_map(tmp_path, figures):
     assert to_hex(image[1, 0]) != plots.CLEAN and to_hex(image[1, 1]) != plots.CLEAN
     assert image[1, 0][1] < image[1, 1][1]  # 800 bytes spilled is a darker red than 16
     assert tuple(image[0, 0]) == (1.0, 1.0, 1.0, 1.0)  # w4 was not compiled for sm_80: blank
+
+
+def allreduce_record(world, mib, gbps, nodes=1, status="ok"):
+    point = {"workload": "allreduce", "dtype": "fp32", "message_bytes": mib * 2**20, "world_size": world,
+             "nodes": nodes, "backend": "nccl"}
+    return make_record(run_id="p", point=point, status=status, metrics={"time_ms": 1.0},
+                       derived={"achieved_gbps": gbps}, env=GPU)
+
+
+def test_allreduce_bus_bandwidth_one_line_per_world_size_best_per_size(tmp_path, figures):
+    records = [allreduce_record(w, mib, g * w / 8) for w in (2, 8) for mib, g in ((1, 40.0), (16, 200.0),
+                                                                                 (256, 360.0))]
+    records += [allreduce_record(8, 16, 150.0), allreduce_record(2, 64, 0.0, status="failed")]  # slower repeat
+    assert plots.allreduce("H100", records, tmp_path, "ar") == "ar"
+    assert_written(tmp_path, "ar")
+    ax = figures[-1].axes[0]
+    assert legend(ax) == ["2 processes", "8 processes"]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["8 processes"].get_ydata()) == [40.0, 200.0, 360.0]  # the best at 16 MiB, not the repeat
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["1 MiB", "16 MiB", "256 MiB"]
+
+
+def test_allreduce_names_nodes_when_they_vary_and_draws_nothing_without_records(tmp_path, drawn):
+    records = [allreduce_record(8, 4, 100.0), allreduce_record(8, 4, 40.0, nodes=2)]
+    assert plots.allreduce("H100", records, tmp_path, "ar") == "ar"
+    assert legend(drawn[-1].axes[0]) == ["8 processes, nodes 1", "8 processes, nodes 2"]
+    assert plots.allreduce("H100", [], tmp_path, "none") is None
+    assert plots.allreduce("H100", [allreduce_record(2, 4, 0.0, status="failed")], tmp_path, "none") is None

@@ -444,3 +444,33 @@ def test_sparse_and_unknown_records_never_crash_the_report(tmp_path):
     assert cli.main(["report", str(runs), "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "### Decode" in md and "## Kernel resources (static compile)" in md
+
+
+def allreduce_peak(world, mib, gbps):
+    point = {"workload": "allreduce", "dtype": "fp32", "message_bytes": mib * 2**20, "world_size": world,
+             "nodes": 1, "backend": "nccl"}
+    return make_record(run_id="ar", point=point, metrics={"time_ms": 1.0}, derived={"achieved_gbps": gbps}, env=GPU)
+
+
+def test_allreduce_plot_in_the_ceilings_section_only_with_allreduce_records(results, tmp_path):
+    gpu = results[0]
+    assert cli.main(["report", str(gpu), "--out", str(tmp_path / "without")]) == 0
+    assert "allreduce-" not in (tmp_path / "without" / "report.md").read_text()
+    for world in (2, 4):
+        for mib, gbps in ((1, 30.0), (64, 300.0)):
+            append_record(gpu / RECORDS_FILE, allreduce_peak(world, mib, gbps * world / 4))
+    assert cli.main(["report", str(gpu), "--out", str(tmp_path / "with")]) == 0
+    md = (tmp_path / "with" / "report.md").read_text()
+    ceilings = md.split("### Ceilings")[1].split("\n### ")[0]
+    assert "![allreduce-0](plots/allreduce-0.png)" in ceilings and "all-reduce bus bandwidth, 4 processes" in ceilings
+    assert (tmp_path / "with" / "plots" / "allreduce-0.png").stat().st_size > 1000
+
+
+def test_a_device_with_only_allreduce_ceilings_gets_its_section(tmp_path):
+    runs = tmp_path / "runs"
+    for mib, gbps in ((1, 20.0), (16, 90.0)):
+        append_record(runs / RECORDS_FILE, allreduce_peak(2, mib, gbps))
+    assert cli.main(["report", str(runs), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## NVIDIA H100 80GB HBM3" in md and "plots/allreduce-0.png" in md
+    assert "No copy bandwidth measured" in md and "copy bandwidth (GB/s)" not in md

@@ -64,6 +64,9 @@ def _quick_steps(device: str) -> list[Step]:
                                      "--attn", "sdpa"], 40, workload="decode"),
         Step("decode-engines-triton", ["decode", *decode, "--dtype", "bf16", "--engine", "hf,hf-static,lean",
                                        "--attn", "triton"], 40, needs_gpu=True, workload="decode"),
+        Step("decode-int8", ["decode", *decode, "--dtype", "bf16", "--engine", "lean", "--attn", "triton",
+                             "--weights", "auto,int8", "--kv-cache", "auto,int8"], 40, needs_gpu=True,
+             workload="decode"),
         Step("kernel-attention", ["kernel", "attention", "--dtype", "bf16", "--mode", "fwd,bwd", "--seq-len", "128",
                                   "--head-dim", "64", "--causal", "yes", "--tokens", "512", "--no-progress", *d], 5,
              workload="attention"),
@@ -91,6 +94,11 @@ def _full_steps(device: str) -> list[Step]:
             steps.append(Step(f"decode-engines-{attn}-{short}",
                               ["decode", *point, "--dtype", "bf16", "--engine", "hf,hf-static,lean", "--attn", attn],
                               300, needs_gpu=attn == "triton", workload="decode"))
+        lean = ["decode", *point, "--dtype", "bf16", "--engine", "lean", "--attn", "triton"]
+        steps.append(Step(f"decode-int8-{short}", [*lean, "--weights", "auto,int8", "--kv-cache", "auto,int8"], 300,
+                          needs_gpu=True, workload="decode"))
+        steps.append(Step(f"decode-torchao-{short}", [*lean, "--weights", "auto,int8-torchao"], 200,
+                          needs_gpu=True, workload="decode"))
     steps += [
         Step("kernel-attention", ["kernel", "attention", "--dtype", "bf16", "--mode", "fwd,bwd", "--head-dim", "128",
                                   "--seq-len", "4096,8192,16384", "--no-progress", *d], 300, workload="attention"),
@@ -418,6 +426,24 @@ def _int8_kv(records: list[dict], ceilings: dict) -> Target:
                               f"{big['batch_size']} x context {big['context']})", _verdict(frac, 0.85))
 
 
+def _int8_weights(records: list[dict]) -> Target:
+    what, goal = "int8 weights decode", ">= 1.6x bf16 lean at batch 1 (8B)"
+    rows = [r for r in _ok(records, "decode") if r.get("engine") == "lean" and r.get("batch_size") == 1
+            and r.get("dtype") == "bf16" and r.get("weight_impl") != "torchao"
+            and PARAMS_1B_8B[0] <= (r.get("cost") or {}).get("params", 0) <= PARAMS_1B_8B[1]]
+    rows, why = _gpu_only(rows, "lean bf16 batch-1 decode records of a 1-8B model (`decode --weights auto,int8`)")
+    pairs = _pairs(rows, "weight_format", "int8", "bf16", drop=("weight_impl",)) if not why else []
+    if not pairs:
+        return Target(what, goal, why or "no int8-weight and bf16 lean records at the same point", NOT_MEASURED)
+    ratios = [(q["metrics"]["tokens_per_s"] / b["metrics"]["tokens_per_s"], q) for q, b in pairs]
+    big = max(ratios, key=lambda x: x[1]["cost"]["params"])  # the largest model measured: the 8B target
+    ratio, r = big
+    agree = (r.get("quality") or {}).get("token_agreement")
+    measured = f"{ratio:.2f}x ({r.get('model')}, KV {r.get('kv_format')}" + \
+        (f"; greedy tokens agree {_pct(agree)})" if agree is not None else ")")
+    return Target(what, goal, measured, _verdict(ratio, 1.6))
+
+
 def _kernel_resources(records: list[dict]) -> Target:
     from workloads.kernelcompile import WORKLOAD, without_clean
 
@@ -450,7 +476,7 @@ def targets(records: list[dict]) -> list[Target]:
         _attention_vs_flash(records, "bwd", 0.8),
         *_decode_attention(records, ceilings),
         _peak(records, ceilings),
-        Target("int8 weights decode", ">= 1.6x bf16 lean at batch 1 (8B)", missing, NOT_MEASURED),
+        _int8_weights(records),
         _int8_kv(records, ceilings),
         _kernel_resources(records),
         Target("multi-GPU DDP fine-tune", "scaling >= 90% from 1 to 8 GPUs", missing, NOT_MEASURED),

@@ -24,9 +24,10 @@ def names(steps, skipped=None):
 def test_quick_cpu_skips_what_needs_a_gpu(tmp_path):
     (tmp_path / "tests").mkdir()
     steps = suite.steps(True, "cpu", "cpu", tests=tmp_path / "tests")
-    assert names(steps) == ["peak", "decode-dtypes", "decode-engines-sdpa", "decode-engines-triton", "kernel-attention",
-                            "kernel-decode-attention", "kernel-compile", "finetune-bf16", "finetune-fp32", "gpu-tests"]
-    assert names(steps, skipped=True) == ["decode-engines-triton", "gpu-tests"]
+    assert names(steps) == ["peak", "decode-dtypes", "decode-engines-sdpa", "decode-engines-triton", "decode-int8",
+                            "kernel-attention", "kernel-decode-attention", "kernel-compile", "finetune-bf16",
+                            "finetune-fp32", "gpu-tests"]
+    assert names(steps, skipped=True) == ["decode-engines-triton", "decode-int8", "gpu-tests"]
     assert {s.skip for s in steps if s.skip} == {suite.NEEDS_GPU}
     for s in steps:
         if not s.pytest and s.name != "kernel-compile":  # compiling for GPUs uses no device
@@ -40,8 +41,9 @@ def test_full_gpu_runs_the_targets_sizes(tmp_path):
     steps = suite.steps(False, "cuda", "auto", tests=tmp_path / "tests")
     assert not names(steps, skipped=True)
     assert names(steps) == [
-        "peak", "decode-dtypes-1b", "decode-engines-sdpa-1b", "decode-engines-triton-1b", "decode-dtypes-8b",
-        "decode-engines-sdpa-8b", "decode-engines-triton-8b", "kernel-attention", "kernel-decode-attention",
+        "peak", "decode-dtypes-1b", "decode-engines-sdpa-1b", "decode-engines-triton-1b", "decode-int8-1b",
+        "decode-torchao-1b", "decode-dtypes-8b", "decode-engines-sdpa-8b", "decode-engines-triton-8b",
+        "decode-int8-8b", "decode-torchao-8b", "kernel-attention", "kernel-decode-attention",
         "kernel-decode-attention-int8", "kernel-compile", "finetune-bf16", "finetune-fp32", "gpu-tests"]
     by = {s.name: s.argv for s in steps}
     assert by["decode-engines-triton-8b"][by["decode-engines-triton-8b"].index("--model") + 1] == "llama-3.1-8b"
@@ -201,6 +203,25 @@ def test_targets_met():
         assert t[what].verdict == suite.NOT_MEASURED
 
 
+def test_int8_weights_target_pairs_int8_with_bf16_lean_at_the_same_point():
+    def lean(tps, weights, impl=None, model="llama-3.1-8b", params=8.03e9, env=GPU_ENV):
+        r = decode("lean", tps, 0.8, model=model, params=params, env=env, attn="triton")
+        return {**r, "weight_format": weights, "weight_impl": impl, "kv_format": "bf16"}
+
+    def target(records):
+        return by_what(suite.targets(records))["int8 weights decode"]
+
+    q = {**lean(170, "int8", "triton"), "quality": {"token_agreement": 0.9}}
+    met = target([lean(100, "bf16"), q, lean(400, "int8", "torchao")])  # torchao's own speed is not ours
+    assert met.verdict == suite.MET and met.measured.startswith("1.70x (llama-3.1-8b, KV bf16; greedy tokens agree 90.0%")
+    small = [lean(300, "bf16", model="llama-3.2-1b", params=1.24e9),
+             lean(600, "int8", "triton", model="llama-3.2-1b", params=1.24e9)]
+    assert target([lean(100, "bf16"), lean(150, "int8", "triton"), *small]).verdict == suite.NOT_MET  # 8B decides
+    assert target([lean(100, "bf16", env=CPU_ENV), lean(170, "int8", "triton", env=CPU_ENV)]).verdict == \
+        suite.NOT_MEASURED
+    assert "no int8-weight" in target([lean(100, "bf16")]).measured
+
+
 def test_int8_kv_target_from_quantized_decode_attention_records():
     int8 = {**dattn("triton", 1.0, 2700), "kv_dtype": "int8"}
     t = by_what(suite.targets([copy(3000), int8]))["int8 KV decode attention"]
@@ -278,7 +299,7 @@ def test_targets_markdown(with_steps):
     md = suite.targets_markdown(rows, outcomes if with_steps else None)
     lines = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(lines) == 15 + (3 if with_steps else 0)
-    assert "| int8 weights decode | this feature does not exist yet |" in md
+    assert "| int8 weights decode | no lean bf16 batch-1 decode records of a 1-8B model" in md
     assert ("| peak | failed | 2 | 3s | 0 | exit code 2 |" in md) == with_steps
 
 

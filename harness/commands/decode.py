@@ -1,8 +1,10 @@
 """``llmbench decode``: bf16 vs fp32 (or any precisions, engines and points) decode benchmark.
 
-Every combination of precision, engine and point (batch x prompt x new tokens)
-is timed by ``harness.runner`` over a ``workloads.decode.DecodeWorkload`` (one
-model built per precision and engine), one record each, then printed as one
+Every combination of precision, engine, weight format, KV-cache format
+(``--weights``, ``--kv-cache``: int8/fp8 variants, ``workloads.quantize``) and point
+(batch x prompt x new tokens) is timed by ``harness.runner`` over a
+``workloads.decode.DecodeWorkload`` (one model built per variant), one record each,
+with an accuracy block for the quantized variants, then printed as one
 table with each row's speed against the first precision and engine at its point.
 The variants are one comparison: their timed generations alternate when their
 models fit in memory together (see ``harness.runner``).

@@ -444,6 +444,36 @@ def _int8_weights(records: list[dict]) -> Target:
     return Target(what, goal, measured, _verdict(ratio, 1.6))
 
 
+def _ddp_scaling(records: list[dict]) -> Target:
+    from harness.views import scaling_efficiency
+
+    what, goal = "multi-GPU DDP fine-tune", "scaling >= 90% from 1 to 8 GPUs"
+    rows, why = _gpu_only(_ok(records, "finetune"), "fine-tune records")
+    scaled = [(eff, r) for eff, r in zip(scaling_efficiency(rows), rows) if eff is not None
+              and r.get("parallel") == "ddp"] if not why else []
+    if not scaled:
+        return Target(what, goal, why or "no DDP fine-tune beside a one-process run of the same point "
+                                         "(`finetune --nproc 8`, then `--nproc 1`; needs 8 GPUs)", NOT_MEASURED)
+    eff, r = min(scaled, key=lambda x: (-x[1]["world_size"], x[0]))  # the most GPUs, its worst point
+    measured = f"{_pct(eff)} at {r['world_size']} GPUs ({r.get('model')}, {r.get('dtype')})"
+    return Target(what, goal, measured, _verdict(eff, 0.9) if r["world_size"] >= 8 else NOT_MEASURED)
+
+
+def _tp_speedup(records: list[dict]) -> Target:
+    what, goal = "multi-GPU TP decode", "TP=2 decode of 8B >= 1.7x TP=1"
+    rows = [{**r, "tp": r.get("tp") or 1} for r in _ok(records, "decode") if r.get("batch_size") == 1]
+    rows, why = _gpu_only([r for r in rows if r["tp"] in (1, 2)], "batch-1 decode records at tp 1 and 2")
+    pairs = [(two, one) for two, one in _pairs(rows, "tp", 2, 1, drop=("world_size", "parallel"))
+             if PARAMS_1B_8B[0] <= (one.get("cost") or {}).get("params", 0) <= PARAMS_1B_8B[1]] if not why else []
+    if not pairs:
+        return Target(what, goal, why or "no tp 2 and tp 1 decode records of a 1-8B model at the same point "
+                                         "(`decode --tp 1` and `--tp 2`; needs 2 GPUs)", NOT_MEASURED)
+    two, one = max(pairs, key=lambda p: p[1]["cost"]["params"])
+    ratio = two["metrics"]["tokens_per_s"] / one["metrics"]["tokens_per_s"]
+    return Target(what, goal, f"{ratio:.2f}x ({two.get('model')}, {two.get('engine')}, {two.get('dtype')})",
+                  _verdict(ratio, 1.7))
+
+
 def _kernel_resources(records: list[dict]) -> Target:
     from workloads.kernelcompile import WORKLOAD, without_clean
 
@@ -467,7 +497,6 @@ def targets(records: list[dict]) -> list[Target]:
     from harness.ceilings import from_records
 
     ceilings = from_records(records)
-    missing = "this feature does not exist yet"
     return [
         _decode_mbu(records),
         _lean_speedup(records),
@@ -479,8 +508,8 @@ def targets(records: list[dict]) -> list[Target]:
         _int8_weights(records),
         _int8_kv(records, ceilings),
         _kernel_resources(records),
-        Target("multi-GPU DDP fine-tune", "scaling >= 90% from 1 to 8 GPUs", missing, NOT_MEASURED),
-        Target("multi-GPU TP decode", "TP=2 decode of 8B >= 1.7x TP=1", missing, NOT_MEASURED),
+        _ddp_scaling(records),
+        _tp_speedup(records),
     ]
 
 

@@ -203,6 +203,29 @@ def test_targets_met():
         assert t[what].verdict == suite.NOT_MEASURED
 
 
+def test_multi_gpu_targets_from_ddp_and_tp_records():
+    def ft(world, tps, env=GPU_ENV):
+        return rec("finetune", env, model="llama-3.2-1b", trainer="lean", dtype="bf16", batch_size=4, seq_len=512,
+                   grad_accum=1, world_size=world, parallel="ddp" if world > 1 else None,
+                   metrics={"tokens_per_s": tps * world, "tokens_per_s_per_process": tps})
+
+    def tp(n, tps):
+        r = decode("lean", tps, 0.8)
+        return {**r, "tp": n, "world_size": n, "parallel": "tp" if n > 1 else None,
+                "cost": {"params": 8.03e9 / n}}
+
+    t = by_what(suite.targets([ft(1, 1000), ft(8, 930), ft(2, 990), tp(1, 100), tp(2, 180)]))
+    assert t["multi-GPU DDP fine-tune"].verdict == suite.MET
+    assert t["multi-GPU DDP fine-tune"].measured.startswith("93.0% at 8 GPUs")
+    assert t["multi-GPU TP decode"].verdict == suite.MET and t["multi-GPU TP decode"].measured.startswith("1.80x")
+    t = by_what(suite.targets([ft(1, 1000), ft(8, 800), tp(1, 100), tp(2, 150)]))
+    assert t["multi-GPU DDP fine-tune"].verdict == suite.NOT_MET and t["multi-GPU TP decode"].verdict == suite.NOT_MET
+    two_only = by_what(suite.targets([ft(1, 1000), ft(2, 990)]))["multi-GPU DDP fine-tune"]
+    assert two_only.verdict == suite.NOT_MEASURED and "at 2 GPUs" in two_only.measured  # the target is 8
+    cpu = by_what(suite.targets([ft(1, 1000, CPU_ENV), ft(8, 990, CPU_ENV)]))["multi-GPU DDP fine-tune"]
+    assert cpu.verdict == suite.NOT_MEASURED
+
+
 def test_int8_weights_target_pairs_int8_with_bf16_lean_at_the_same_point():
     def lean(tps, weights, impl=None, model="llama-3.1-8b", params=8.03e9, env=GPU_ENV):
         r = decode("lean", tps, 0.8, model=model, params=params, env=env, attn="triton")

@@ -508,8 +508,8 @@ weights dtype and matmul precision follow from ``dtype``, the device is the repo
 
 FIELD_ORDER = ("model", "engine", "attn", "cache", "trainer", "dtype", "kv_format", "kv_dtype", "weight_format",
                "weights_quant", "batch_size", "prompt_len", "new_tokens", "context", "seq_len", "grad_accum",
-               "world_size")
-FIELD_HEADERS = {"batch_size": "batch", "prompt_len": "prompt", "new_tokens": "new", "attn": "attention",
+               "parallel", "tp", "world_size")
+FIELD_HEADERS = {"tp": "TP", "batch_size": "batch", "prompt_len": "prompt", "new_tokens": "new", "attn": "attention",
                  "grad_accum": "accum", "world_size": "GPUs", "head_dim": "head dim", "kv_heads": "kv heads"}
 
 
@@ -676,22 +676,52 @@ def sort_records(records: list[dict], fields: list[str]) -> list[dict]:
 # ---------------------------------------------------------------- report: decode
 
 
+TP_FIELDS = ("tp", "world_size", "nodes", "nproc_per_node", "parallel")  # how a decode point is split over GPUs
+
+
+def tp_speedups(records: list[dict]) -> dict[int, tuple[float, str | None]]:
+    """Per tensor-parallel decode record (by ``id``): its tokens/s over the tokens/s of the one-process
+    (``tp`` 1 or absent) record of the same point (every other field the same: model, engine, attention,
+    precision and formats, batch, lengths), and that ratio's 95% CI (``speedup_ci``); records with no such
+    baseline are left out."""
+    if not any((r.get("tp") or 1) > 1 for r in records):
+        return {}
+    varying, _ = varying_fields(records)
+    same = [k for k in varying if k not in TP_FIELDS]
+    base: dict[tuple, dict] = {}
+    for r in records:
+        if (r.get("tp") or 1) == 1 and r["metrics"].get("tokens_per_s"):
+            base.setdefault(tuple(_hashable(r.get(k)) for k in same), r)
+    out = {}
+    for r in records:
+        one = base.get(tuple(_hashable(r.get(k)) for k in same))
+        rate = r["metrics"].get("tokens_per_s")
+        if one is not None and rate and (r.get("tp") or 1) > 1:
+            out[id(r)] = (rate / one["metrics"]["tokens_per_s"], speedup_ci(r, one))
+    return out
+
+
 def decode_report_table(records: list[dict]) -> tuple[list[dict], list[tuple], str]:
     """Rows, columns and the 'same in every row' line of a device's decode table: a column per point
-    field that varies, then the measurements in 3 significant figures (SI prefixes, unit in the header)."""
+    field that varies, then the measurements in 3 significant figures (SI prefixes, unit in the header);
+    a tensor-parallel row whose point also ran on one GPU gets its speedup over it (``tp_speedups``)."""
     varying, constant = varying_fields(records)
+    speedups = tp_speedups(records)
     rows = []
     for r in sort_records(records, varying):
         m, d, c = r["metrics"], r["derived"], r["cost"]
+        tp = speedups.get(id(r), (None, None))
         rows.append({**{k: _field_value(r.get(k)) for k in varying},
                      "tok_s": m.get("tokens_per_s"), "ci": _ci(m, "tokens_per_s"),
+                     "tp_speedup": tp[0], "tp_ci": tp[1],
                      "ttft": _seconds(m.get("ttft_ms")), "tpot": _seconds(m.get("tpot_ms_p50")),
                      "bytes": c.get("bytes_per_step"), "bw": _per_s(d.get("achieved_gbps"), 1e9),
                      "flops": _per_s(d.get("achieved_tflops"), 1e12), "mbu": _util(d.get("mbu")),
                      "roof": _util(d.get("roof_fraction")), "bound": d.get("bound"),
                      "prefill_mfu": _util(d.get("prefill_mfu")), "mem": m.get("peak_mem_bytes")})
     columns = [field_column(k, records) for k in varying] + [
-        ("tok_s", "tok/s", "si"), ("ci", "tok/s 95% CI", ""), ("ttft", "TTFT (s)", "si"),
+        ("tok_s", "tok/s", "si"), ("ci", "tok/s 95% CI", ""), ("tp_speedup", "speedup over TP=1 (x)", "3g"),
+        ("tp_ci", "TP speedup 95% CI", ""), ("ttft", "TTFT (s)", "si"),
         ("tpot", "TPOT p50 (s)", "si"), ("bytes", "bytes/step (B)", "si"), ("bw", "bandwidth (B/s)", "si"),
         ("flops", "FLOP/s", "si"), ("mbu", "MBU (%)", "3g"), ("roof", "% roof", "3g"), ("bound", "bound", ""),
         ("prefill_mfu", "prefill MFU (%)", "3g"), ("mem", "peak mem (B)", "si")]

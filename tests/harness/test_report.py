@@ -474,3 +474,18 @@ def test_a_device_with_only_allreduce_ceilings_gets_its_section(tmp_path):
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## NVIDIA H100 80GB HBM3" in md and "plots/allreduce-0.png" in md
     assert "No copy bandwidth measured" in md and "copy bandwidth (GB/s)" not in md
+
+
+def test_decode_table_shows_the_tensor_parallel_speedup_over_one_gpu(tmp_path):
+    runs = tmp_path / "runs"
+    append_record(runs / RECORDS_FILE, peak(GPU, "copy", "fp32", gbps=3000))
+    for tp, rate in ((1, 100.0), (2, 170.0)):
+        r = decode(GPU, "bf16", 1, 128, rate)
+        r.update(tp=tp, world_size=tp, nodes=1, parallel="tp" if tp > 1 else None)
+        append_record(runs / RECORDS_FILE, r)
+    assert cli.main(["report", str(runs), "--out", str(tmp_path / "rep")]) == 0
+    table = (tmp_path / "rep" / "report.md").read_text().split("### Decode, bf16")[1]
+    header = next(line for line in table.splitlines() if line.startswith("| parallel | TP | GPUs |"))
+    assert "| tok/s | speedup over TP=1 (x) |" in header
+    row = next(line for line in table.splitlines() if line.startswith("| tp | 2 |"))
+    assert "| 170 | 1.70 |" in row

@@ -338,3 +338,37 @@ def test_allreduce_ceilings_are_listed_without_a_memory_datasheet_comparison():
                      derived={"achieved_gbps": 150.0})
     line = views.peak_table([ar], c.spec).splitlines()[2].split()
     assert line[:3] == ["allreduce", "fp32", "150"] and "4.5" not in line  # no % of the HBM spec
+
+
+def tp_point(tp, rate, batch=1, engine="lean", samples=None):
+    r = decode("bf16", engine, rate, batch=batch)
+    r.update(tp=tp, world_size=tp, nodes=1, parallel="tp" if tp > 1 else None)
+    if samples is not None:
+        r["metrics"]["samples"] = {"tokens_per_s": list(samples)}
+    return r
+
+
+def test_tp_speedup_over_the_one_gpu_run_of_the_same_point_with_its_ci():
+    rng = np.random.default_rng(0)
+    noisy = lambda rate: rate * (1 + 0.01 * rng.standard_normal(10))  # noqa: E731
+    records = [tp_point(1, 100.0, samples=noisy(100.0)), tp_point(2, 172.0, samples=noisy(172.0)),
+               tp_point(1, 300.0, batch=4), tp_point(2, 450.0, batch=4), tp_point(4, 500.0, batch=8),
+               tp_point(2, 90.0, engine="hf")]  # no TP=1 run of hf, nor of batch 8: no speedup
+    rows, columns, _ = views.decode_report_table(records)
+    keys = [c[0] for c in columns]
+    assert keys[keys.index("tok_s") + 1:keys.index("tok_s") + 3] == ["tp_speedup", "tp_ci"]  # no tok/s CI here
+    assert ("tp", "TP", "d") in columns and ("tp_speedup", "speedup over TP=1 (x)", "3g") in columns
+    by = {(row["engine"], row["batch_size"], row["tp"]): row for row in rows}
+    assert by[("lean", 1, 2)]["tp_speedup"] == pytest.approx(1.72)
+    low, high = map(float, by[("lean", 1, 2)]["tp_ci"].split("-"))
+    assert 1.6 < low < 1.72 < high < 1.85
+    assert by[("lean", 4, 2)]["tp_speedup"] == pytest.approx(1.5) and by[("lean", 4, 2)]["tp_ci"] is None  # no samples
+    assert all(by[k]["tp_speedup"] is None for k in (("lean", 1, 1), ("lean", 8, 4), ("hf", 1, 2)))
+
+
+def test_no_tp_speedup_column_without_a_tensor_parallel_pair_or_in_older_records():
+    older = [decode("bf16", "lean", 100.0), decode("bf16", "lean", 180.0, batch=2)]  # no tp field at all
+    assert "tp_speedup" not in [c[0] for c in views.decode_report_table(older)[1]]
+    only_tp2 = [tp_point(2, 100.0), tp_point(2, 150.0, batch=2)]
+    assert "tp_speedup" not in [c[0] for c in views.decode_report_table(only_tp2)[1]]
+    assert views.tp_speedups(older) == {} and views.tp_speedups(only_tp2) == {}

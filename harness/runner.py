@@ -241,6 +241,8 @@ def _interleaved(workloads: list, run_id: str, env: dict, ceilings, emit: _Outpu
         before = PeakMemory(w.device).current()
         failed_setup[id(w)] = _setup(w)
         own[id(w)] = max(0, PeakMemory(w.device).current() - before)
+        if w.device.type != "cuda":  # RSS grows only by pages not reused from freed memory: never below the model's
+            own[id(w)] = max(own[id(w)], getattr(w, "footprint_bytes", lambda: None)() or 0)
     for point in workloads[0].points:
         live: list[tuple[object, _Timed]] = []
         done: dict[int, dict] = {}

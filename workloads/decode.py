@@ -14,6 +14,14 @@ per-token marks ``summarize`` turns into tokens/s, TTFT and TPOT.
 
 Prompts are fresh random token ids for every call (never the same buffer twice).
 
+Quantized variants (``kv_cache`` int8/fp8, ``weights`` int8, ``workloads.quantize``)
+count their bytes as stored (``cost.Storage``), and before quantizing, ``setup``
+replays one accuracy prompt per point on the unquantized model; after the timed runs,
+``quality(point)`` feeds the same prompt and the reference's greedy tokens to the
+quantized model and compares (token agreement, first-step logit error, and with
+``quality_data`` the perplexity on a local text dataset). This costs two untimed
+generations per point and never enters a timed region.
+
 Tensor parallel (``tp`` > 1, one process per GPU under torchrun, see
 ``workloads.tensor_parallel``): every process builds its shard and runs the same
 generations on the same prompts; the collectives keep them in step and every

@@ -171,7 +171,9 @@ class QuantizedStaticLayer(StaticLayer):
         self.cumulative_length.add_(key_states.shape[-2])
         for states, values, scale in ((key_states, self.keys, self.k_scale), (value_states, self.values, self.v_scale)):
             q, s = quantize_kv(states, self.stored_dtype)
-            values.view(torch.uint8).index_copy_(2, positions, q.view(torch.uint8))  # fp8 has no index_copy_
+            if values.dtype == torch.float8_e4m3fn:  # index_copy_ has no fp8 kernel (CPU): copy the bytes
+                values, q = values.view(torch.uint8), q.view(torch.uint8)
+            values.index_copy_(2, positions, q)
             scale.index_copy_(2, positions, s)
         return self.keys, self.values
 

@@ -193,3 +193,34 @@ def test_too_little_text_for_perplexity_is_refused(tmp_path):
     (tmp_path / "test.txt").write_text("short\n")
     with pytest.raises(UserError, match="perplexity needs"):
         text_rows(resolve_model("tiny-llama"), tmp_path, "test")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_lean_int8_weights_and_kv_compiled_on_a_gpu():
+    """A real-size model in bf16 on the GPU: the compiled (CUDA-graph) step over int8 weights and an int8
+    cache runs, and its greedy tokens mostly agree with the bf16 model's."""
+    gpu = torch.device("cuda")
+    w = DecodeWorkload(resolve_model("llama-3.2-1b"), PRECISIONS["bf16"], gpu, "triton", seed=0, engine="lean",
+                       points=[DecodePoint(1, 128, 16)], warmup=1, repeats=1, kv_cache="int8", weights="int8")
+    w.setup()
+    try:
+        assert w.lean.compiled
+        point = w.points[0]
+
+        class Clock:
+            def start(self):
+                self.ticks = []
+
+            def tick(self):
+                self.ticks.append(0.0)
+
+            def stop(self):
+                return type("T", (), {"ticks_ms": self.ticks, "end_ms": 0.0})()
+
+        for index in range(3):  # warm-up (compiles and captures), then replays
+            w.run(point, w.prompt(point, index), Clock())
+        q = w.quality(point)
+        assert q["token_agreement"] >= 0.5 and q["logit_max_abs_err"] < 1.0
+    finally:
+        w.teardown()

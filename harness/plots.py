@@ -30,7 +30,8 @@ from matplotlib.ticker import LogFormatter  # noqa: E402
 from harness.roofline import OVERHEAD_BELOW, PEAK_HINT, ROUNDOFF, above_roof  # noqa: E402
 from harness.tables import si  # noqa: E402
 from harness.views import (  # noqa: E402
-    FIELD_HEADERS, decode_label, independent, is_clean, point_label, sort_records, spill_bytes, varying_fields,
+    FIELD_HEADERS, VARIANT_FIELDS, decode_label, independent, is_clean, plain, point_label, precision_baseline,
+    precision_points, precision_variant, sort_records, spill_bytes, variant_order, varying_fields,
 )
 from workloads.choices import ATTENTION_MODES, PRECISIONS  # noqa: E402
 
@@ -270,65 +271,82 @@ MAX_GROUPS = 12  # bars of a comparison; with more points (and batch sizes) the 
 
 
 def precision_comparison(device: str, records: list[dict], out: Path, stem: str) -> str | None:
-    """Decode tokens/s per precision at each point where several ran, with the speedup over fp32 (or the
-    first precision), beside the bytes each decode step moves (log scale: a small model stays visible).
-    A point is every varying field but the precision (engines are never merged)."""
-    fields = _series_fields(records, DTYPE_FIELDS)
-    groups = defaultdict(dict)
-    for r in sort_records(records, fields):
-        groups[point_label(r, fields) or "all"][r["dtype"]] = r
-    groups = {k: v for k, v in groups.items() if len(v) > 1}
-    if not groups:
+    """Decode tokens/s of every precision and stored-format variant (bf16, bf16 + int8 weights + int8 KV, ...)
+    at each point where several ran, with the speedup over the point's baseline (its fp32 unquantized run,
+    else its first unquantized one), beside the bytes each decode step moves (log scale: a small model stays
+    visible). A point is every varying field but the precision and formats (engines are never merged)."""
+    fields, points = precision_points(records)
+    if not points:
         return None
-    if len(groups) > MAX_GROUPS and "batch_size" in fields:
-        return _speedup_vs_batch(device, [r for g in groups.values() for r in g.values()], out, stem)
-    total = len(groups)
-    groups = dict(list(groups.items())[:MAX_GROUPS])
-    dtypes = [d for d in ORDER if any(d in g for g in groups.values())]
+    if len(points) > MAX_GROUPS and "batch_size" in fields:
+        return _speedup_vs_batch(device, points, out, stem)
+    total = len(points)
+    points = points[:MAX_GROUPS]
+    names = [point_label(next(iter(g.values())), fields) or "all" for g in points]
+    firsts: dict[str, dict] = {}
+    for g in points:
+        for v, r in g.items():
+            firsts.setdefault(v, r)
+    variants = sorted(firsts, key=lambda v: variant_order(firsts[v]))
+    colors = _variant_colors(firsts, variants)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
-    width = 0.8 / len(dtypes)
-    xs = np.arange(len(groups))
-    for i, dtype in enumerate(dtypes):
-        rates = [g[dtype]["metrics"]["tokens_per_s"] if dtype in g else 0 for g in groups.values()]
-        mb = [g[dtype]["cost"].get("bytes_per_step", 0) / 1e6 if dtype in g else 0 for g in groups.values()]
-        bars = ax1.bar(xs + i * width, rates, width, color=_color(dtype), label=dtype)
-        ax2.bar(xs + i * width, mb, width, color=_color(dtype), label=dtype)
-        for bar, g in zip(bars, groups.values()):
-            base = g.get("fp32") or next(iter(g.values()))
-            if dtype in g and g[dtype] is not base:
-                ax1.annotate(f"{g[dtype]['metrics']['tokens_per_s'] / base['metrics']['tokens_per_s']:.2f}x",
+    width = 0.8 / len(variants)
+    xs = np.arange(len(points))
+    for i, v in enumerate(variants):
+        rates = [g[v]["metrics"]["tokens_per_s"] if v in g else 0 for g in points]
+        mb = [g[v]["cost"].get("bytes_per_step", 0) / 1e6 if v in g else 0 for g in points]
+        bars = ax1.bar(xs + i * width, rates, width, color=colors[v], label=v)
+        ax2.bar(xs + i * width, mb, width, color=colors[v], label=v)
+        for bar, g in zip(bars, points):
+            base = precision_baseline(g)
+            if v in g and base is not None and g[v] is not base:
+                ax1.annotate(f"{g[v]['metrics']['tokens_per_s'] / base['metrics']['tokens_per_s']:.2f}x",
                              (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
                              fontsize=7)
     shown = f" (first {MAX_GROUPS} of {total} points)" if total > MAX_GROUPS else ""
     for ax, title, ylabel in ((ax1, "decode tokens/s", "tokens/s"), (ax2, "bytes per decode step", "MB / step")):
-        ax.set_xticks(xs + width * (len(dtypes) - 1) / 2)
-        ax.set_xticklabels(list(groups), rotation=30, ha="right", fontsize=7)
+        ax.set_xticks(xs + width * (len(variants) - 1) / 2)
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
         ax.set_title(f"{title}: {device}{shown}", fontsize=9)
         ax.set_ylabel(ylabel + (" (log)" if ax is ax2 else ""))
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
         ax.grid(True, axis="y", which="both", alpha=0.3)
     _log(ax2)
-    _log_if_wide(ax1, [r["metrics"]["tokens_per_s"] for g in groups.values() for r in g.values()])
+    _log_if_wide(ax1, [r["metrics"]["tokens_per_s"] for g in points for r in g.values()])
     return _save(fig, out, stem)
 
 
-def _speedup_vs_batch(device: str, records: list[dict], out: Path, stem: str) -> str:
-    """Many points: each lower precision's tokens/s over fp32's (or the first precision's) against batch
-    size, one line per series, with the ratio of bytes per step (the speedup a memory-bound decode
-    would reach) dashed."""
-    fields, lines = _series([r for r in records], "batch_size")
-    fields = [f for f in fields if f not in DTYPE_FIELDS]
-    base_dtype = "fp32" if any(r["dtype"] == "fp32" for r in records) else records[0]["dtype"]
-    base = {(tuple(str(r.get(k)) for k in fields), r["batch_size"]): r for r in records if r["dtype"] == base_dtype}
+def _variant_colors(firsts: dict[str, dict], variants: list[str]) -> dict[str, str]:
+    """A plain precision in its own colour (``COLORS``); the stored-format variants in the palette's others."""
+    colors = {v: _color(firsts[v]["dtype"]) for v in variants if plain(firsts[v])}
+    free = [c for c in PALETTE if c not in colors.values()] or PALETTE
+    for i, v in enumerate(v for v in variants if v not in colors):
+        colors[v] = free[i % len(free)]
+    return colors
+
+
+def _speedup_vs_batch(device: str, points: list[dict[str, dict]], out: Path, stem: str) -> str:
+    """Many points: each variant's tokens/s over its point's baseline against batch size, one line per series
+    (the variant among its fields), with the baseline's bytes per step over the variant's (the speedup a
+    memory-bound decode would reach) dashed."""
     ratios = []
-    for r in records:
-        b = base.get((tuple(str(r.get(k)) for k in fields), r["batch_size"]))
-        if b is None or r["dtype"] == base_dtype:
+    for g in points:
+        base = precision_baseline(g)
+        if base is None:
             continue
-        bytes_ratio = (b["cost"].get("bytes_per_step") or 0) / (r["cost"].get("bytes_per_step") or 1)
-        ratios.append({**r, "_speedup": r["metrics"]["tokens_per_s"] / b["metrics"]["tokens_per_s"],
-                       "_bytes": bytes_ratio})
-    series_fields, lines = _series(ratios, "batch_size")
+        for v, r in g.items():
+            if r is base:
+                continue
+            bytes_ratio = (base["cost"].get("bytes_per_step") or 0) / (r["cost"].get("bytes_per_step") or 1)
+            ratios.append({**r, "variant": v, "_base": precision_variant(base),
+                           "_speedup": r["metrics"]["tokens_per_s"] / base["metrics"]["tokens_per_s"],
+                           "_bytes": bytes_ratio})
+    bases = sorted({r["_base"] for r in ratios})
+    base_name = bases[0] if len(bases) == 1 else "the baseline (fp32, else the first unquantized)"
+    series_fields = _series_fields(ratios, ("batch_size", *VARIANT_FIELDS))
+    lines = defaultdict(list)
+    for r in ratios:
+        lines[tuple(map(str, map(r.get, series_fields)))].append(r)
     styles = Styles(ratios, series_fields)
     fig, ax = plt.subplots(figsize=(9, 4.8))
     _draw_series(ax, styles, lines, lambda r: r["batch_size"], lambda r: r["_speedup"])
@@ -340,11 +358,11 @@ def _speedup_vs_batch(device: str, records: list[dict], out: Path, stem: str) ->
     ax.axhline(1.0, color="#888888", lw=0.8)
     _log(ax, "x", 2)
     ax.set_xlabel("batch size")
-    ax.set_ylabel(f"tokens/s over {base_dtype}")
-    ax.set_title(f"Speedup over {base_dtype}, {len(ratios)} points: {device}", fontsize=10)
+    ax.set_ylabel(f"tokens/s over {bases[0] if len(bases) == 1 else 'the baseline'}")
+    ax.set_title(f"Speedup over {base_name}, {len(ratios)} points: {device}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    handles = styles.legend() + [Line2D([], [], color="black", ls="--", label=f"{base_dtype} bytes/step over "
-                                        "the precision's (memory-bound expectation)")]
+    handles = styles.legend() + [Line2D([], [], color="black", ls="--", label="baseline bytes/step over the "
+                                        "variant's (memory-bound expectation)")]
     _legend(ax, handles, styles, ratios, loc="best")
     return _save(fig, out, stem)
 

@@ -1,7 +1,8 @@
 """Headline findings: the plain sentences at the top of the report, computed from the records.
 
 A reader opens a report to learn a few things: is bf16 faster than fp32 here and
-why, which engine or attention implementation wins and by how much, how close
+why, what a quantized format (int8 weights, an int8 or fp8 KV cache) buys and costs
+in accuracy, which engine or attention implementation wins and by how much, how close
 the best point comes to the hardware's limit, which points are overhead-bound,
 and what to distrust (rates above a ceiling, noise, failures). Each function
 here answers one of those for one device, from records whose ``derived`` block
@@ -77,9 +78,11 @@ def _geomean_ci(ratios: list[float]) -> tuple[float, float, float]:
 
 
 def precision(records: list[dict], base: str = "fp32") -> list[str]:
-    """Each lower precision against ``base`` at the points where both ran: speedup with its 95% CI and
-    the bytes per step behind it."""
-    groups = _pairs(records, "dtype", DTYPE_FIELDS)
+    """Each lower precision against ``base`` at the points where both ran, weights and KV cache stored in the
+    precision itself (``formats`` compares the others): speedup with its 95% CI and the bytes per step
+    behind it."""
+    records = [r for r in records if views.plain(r)]
+    groups = _pairs(records, "dtype", views.VARIANT_FIELDS)
     fields = _fields(records)
     lines = []
     for dtype in ("bf16", "fp16", "tf32"):
@@ -114,6 +117,69 @@ def precision(records: list[dict], base: str = "fp32") -> list[str]:
                          > 0.005 else f"; each step moves {size[0]:.2f}x fewer bytes")
         lines.append(line + ".")
     return lines
+
+
+def formats(records: list[dict]) -> list[str]:
+    """Each variant that stores weights or KV cache in a format of its own (int8 weights, an fp8 cache, ...)
+    against the plain run of its precision (else fp32's) at the points where both ran: the speedup, said only
+    when significant (one point: the bootstrap CI of the ratio of medians, else the two rates' CIs; several:
+    the geometric mean's CI over points), the bytes per step, and the quality measured against the same model
+    unquantized."""
+    fields, points = views.precision_points(records)
+    firsts: dict[str, dict] = {}
+    for group in points:
+        for variant, r in group.items():
+            if not views.plain(r):
+                firsts.setdefault(variant, r)
+    lines = []
+    for variant, first in sorted(firsts.items(), key=lambda kv: views.variant_order(kv[1])):
+        for base in dict.fromkeys((str(first.get("dtype")), "fp32")):
+            matched = [(g[variant], g[base]) for g in points if variant in g and base in g and views.plain(g[base])]
+            if matched:
+                lines.append(_format_line(variant, base, matched, fields))
+                break
+    return lines
+
+
+def _format_line(variant: str, base: str, matched: list[tuple[dict, dict]], fields: list[str]) -> str:
+    speed = [_rate(a) / _rate(b) for a, b in matched]
+    if len(matched) == 1:
+        a, b = matched[0]
+        ratio, where = speed[0], f" at {_label(a, fields, views.VARIANT_FIELDS)}"
+        sa, sb = (r["metrics"].get("samples", {}).get("tokens_per_s") for r in (a, b))
+        if sa and sb:
+            _, low, high = ratio_ci(sa, sb)
+            significant, ci = not low <= 1 <= high, f"95% CI {low:.2f}-{high:.2f}x"
+        else:
+            significant = _beats(a, b) or _beats(b, a)
+            ci = ("the two tok/s 95% CIs " + ("apart" if significant else "overlap")
+                  if a["metrics"].get("tokens_per_s_ci_low") is not None else "no CI measured")
+    else:
+        ratio, low, high = _geomean_ci(speed)
+        significant, where = not low <= 1 <= high, ""
+        ci = f"geometric mean over {len(matched)} matched points, 95% CI {low:.2f}-{high:.2f}x"
+    line = (f"**{variant}**: **{ratio:.2f}x** {base}'s tokens/s ({ci}){where}" if significant else
+            f"**{variant}**: no significant difference in tokens/s from {base} ({ratio:.2f}x, {ci}){where}")
+    size = [a["cost"]["bytes_per_step"] / b["cost"]["bytes_per_step"] for a, b in matched
+            if a["cost"].get("bytes_per_step") and b["cost"].get("bytes_per_step")]
+    if size:
+        line += f", {_span(size, '{:.2f}')}x the bytes per step"
+    quality = [views.quality_values(a) for a, _ in matched]
+    agree = [q["agree"] for q in quality if q["agree"] is not None]
+    if agree:
+        line += f"; greedy tokens agree {_span(agree, '{:.0f}')}%"
+        errors = [q["logit_err"] for q in quality if q["logit_err"] is not None]
+        ppl = [q["ppl_delta"] for q in quality if q["ppl_delta"] is not None]
+        extra = ([f"max logit error {views.sig3(max(errors))}"] if errors else []) + \
+            ([f"perplexity {_span(ppl, '{:+.3g}')}"] if ppl else [])
+        line += f" ({', '.join(extra)})" if extra else ""
+    return line + "."
+
+
+def _span(values: list[float], spec: str) -> str:
+    """'0.52' or '0.50-0.55': the values' range in ``spec``, one number when it rounds to one."""
+    low, high = spec.format(min(values)), spec.format(max(values))
+    return low if low == high else f"{low} to {high}" if low.startswith(("-", "+")) else f"{low}-{high}"
 
 
 def _beats(a: dict, b: dict) -> bool:
@@ -262,7 +328,7 @@ def device(decode: list[dict], finetune: list[dict], kernels: list[dict], failed
     """A device's findings, in the order a reader asks (the same record lists looked at again and again:
     ``views.remembering``)."""
     with views.remembering():
-        return [*precision(decode), *best_of(decode, "engine", "Engine"), *best_of(decode, "attn", "Attention"),
+        return [*precision(decode), *formats(decode), *best_of(decode, "engine", "Engine"), *best_of(decode, "attn", "Attention"),
                 *(best_of(decode, "cache", "KV cache") if len({r.get("engine") for r in decode}) < 2 else []),
                 *best_mbu(decode, ceilings), *overhead(decode), *energy(decode),
                 *best_of([r for r in kernels if r["workload"] == "attention"], "attn", "Fused attention kernel"),

@@ -13,7 +13,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 
 from harness.roofline import OVERHEAD_BELOW, PEAK_HINT, ROUNDOFF, WARNING_PREFIX
-from harness.tables import render, si  # noqa: F401 (si: the report's sentences format with it)
+from harness.tables import render, si, sig3  # noqa: F401 (si, sig3: the report's sentences format with them)
 from workloads.choices import ATTENTION_IMPLS, ATTENTION_MODES, PRECISIONS
 from workloads.stats import ratio_ci
 
@@ -509,7 +509,8 @@ weights dtype and matmul precision follow from ``dtype``, the device is the repo
 FIELD_ORDER = ("model", "engine", "attn", "cache", "trainer", "dtype", "kv_format", "kv_dtype", "weight_format",
                "weights_quant", "batch_size", "prompt_len", "new_tokens", "context", "seq_len", "grad_accum",
                "parallel", "tp", "world_size")
-FIELD_HEADERS = {"tp": "TP", "batch_size": "batch", "prompt_len": "prompt", "new_tokens": "new", "attn": "attention",
+FIELD_HEADERS = {"kv_format": "KV cache", "weight_format": "weights", "weight_impl": "weight kernel", "tp": "TP",
+                 "batch_size": "batch", "prompt_len": "prompt", "new_tokens": "new", "attn": "attention",
                  "grad_accum": "accum", "world_size": "GPUs", "head_dim": "head dim", "kv_heads": "kv heads"}
 
 
@@ -704,7 +705,8 @@ def tp_speedups(records: list[dict]) -> dict[int, tuple[float, str | None]]:
 def decode_report_table(records: list[dict]) -> tuple[list[dict], list[tuple], str]:
     """Rows, columns and the 'same in every row' line of a device's decode table: a column per point
     field that varies, then the measurements in 3 significant figures (SI prefixes, unit in the header);
-    a tensor-parallel row whose point also ran on one GPU gets its speedup over it (``tp_speedups``)."""
+    a tensor-parallel row whose point also ran on one GPU gets its speedup over it (``tp_speedups``), a
+    quantized row its quality against the unquantized model (``quality_values``)."""
     varying, constant = varying_fields(records)
     speedups = tp_speedups(records)
     rows = []
@@ -718,10 +720,11 @@ def decode_report_table(records: list[dict]) -> tuple[list[dict], list[tuple], s
                      "bytes": c.get("bytes_per_step"), "bw": _per_s(d.get("achieved_gbps"), 1e9),
                      "flops": _per_s(d.get("achieved_tflops"), 1e12), "mbu": _util(d.get("mbu")),
                      "roof": _util(d.get("roof_fraction")), "bound": d.get("bound"),
-                     "prefill_mfu": _util(d.get("prefill_mfu")), "mem": m.get("peak_mem_bytes")})
+                     "prefill_mfu": _util(d.get("prefill_mfu")), "mem": m.get("peak_mem_bytes"),
+                     **quality_values(r)})
     columns = [field_column(k, records) for k in varying] + [
         ("tok_s", "tok/s", "si"), ("ci", "tok/s 95% CI", ""), ("tp_speedup", "speedup over TP=1 (x)", "3g"),
-        ("tp_ci", "TP speedup 95% CI", ""), ("ttft", "TTFT (s)", "si"),
+        ("tp_ci", "TP speedup 95% CI", ""), *QUALITY_COLUMNS, ("ttft", "TTFT (s)", "si"),
         ("tpot", "TPOT p50 (s)", "si"), ("bytes", "bytes/step (B)", "si"), ("bw", "bandwidth (B/s)", "si"),
         ("flops", "FLOP/s", "si"), ("mbu", "MBU (%)", "3g"), ("roof", "% roof", "3g"), ("bound", "bound", ""),
         ("prefill_mfu", "prefill MFU (%)", "3g"), ("mem", "peak mem (B)", "si")]
@@ -740,6 +743,122 @@ def _seconds(ms):
 
 def _per_s(value, scale):
     return None if value is None else value * scale
+
+
+# ---------------------------------------------------------------- report: precisions and stored formats
+
+
+QUANTIZED_FORMATS = ("int8", "fp8")
+VARIANT_FIELDS = ("dtype", "weights_dtype", "matmul_precision", "weight_format", "weight_impl", "kv_format")
+"""What makes a decode record's precision variant: the compute precision and the formats weights and KV cache
+are stored in (``weight_format``, ``kv_format``; absent in older records, meaning the precision's own)."""
+MAX_COMPARED = 40  # points in the report's precision comparison table; every point is in the decode tables
+
+
+def stored_format(dtype) -> str:
+    """The float format a precision stores weights and cache in (tf32 stores fp32)."""
+    return "fp32" if dtype == "tf32" else str(dtype)
+
+
+def precision_variant(r: dict) -> str:
+    """A decode record's precision and stored formats in a few words: 'bf16', 'bf16 + int8 weights + int8 KV',
+    'fp32 + bf16 KV' (a weight implementation other than ours in parentheses: 'int8 weights (torchao)')."""
+    own = stored_format(r.get("dtype"))
+    parts = [str(r.get("dtype"))]
+    weights, kv = r.get("weight_format") or own, r.get("kv_format") or own
+    if weights != own:
+        impl = r.get("weight_impl")
+        parts.append(f"{weights} weights" + (f" ({impl})" if impl and impl != "triton" else ""))
+    if kv != own:
+        parts.append(f"{kv} KV")
+    return " + ".join(parts)
+
+
+def plain(r: dict) -> bool:
+    """Whether weights and KV cache are stored in the record's own precision (nothing quantized)."""
+    return precision_variant(r) == str(r.get("dtype"))
+
+
+def variant_order(r: dict) -> tuple:
+    """Precisions in report order, each one's plain variant first, then its formats by name."""
+    return _precision_order(r.get("dtype") or ""), not plain(r), precision_variant(r)
+
+
+def precision_points(records: list[dict]) -> tuple[list[str], list[dict[str, dict]]]:
+    """The fields that name a point (those that vary, less the precision and formats) and, per point where
+    two or more variants ran, variant -> record in ``variant_order`` (the first record of a variant at a
+    point), the points sorted by those fields. Remembered within ``remembering``."""
+    return _remembered(records, ("precision_points",), lambda: _precision_points(records))
+
+
+def _precision_points(records: list[dict]) -> tuple[list[str], list[dict[str, dict]]]:
+    varying, _ = varying_fields(records)
+    fields = [k for k in varying if k not in VARIANT_FIELDS]
+    groups: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for r in records:
+        groups[tuple(_hashable(r.get(k)) for k in fields)].setdefault(precision_variant(r), r)
+    points = []
+    for group in groups.values():
+        if len(group) > 1:
+            order = sorted(group, key=lambda v: (_precision_order(group[v].get("dtype") or ""),
+                                                 v != str(group[v].get("dtype")), v))
+            points.append({v: group[v] for v in order})
+    first = {id(next(iter(g.values()))): g for g in points}
+    return fields, [first[id(r)] for r in sort_records([next(iter(g.values())) for g in points], fields)]
+
+
+def precision_baseline(group: dict[str, dict]) -> dict | None:
+    """A point's baseline: its fp32 plain record, else its first plain one; None when every variant stores
+    formats of its own."""
+    plains = [r for r in group.values() if plain(r)]
+    return next((r for r in plains if r.get("dtype") == "fp32"), plains[0] if plains else None)
+
+
+def quality_values(r: dict) -> dict:
+    """A quantized record's accuracy against its unquantized reference (``quality``): greedy token agreement
+    in %, the largest logit error, the perplexity change (None where not measured)."""
+    q = r.get("quality") or {}
+    return {"agree": _pct(q.get("token_agreement")), "logit_err": q.get("logit_max_abs_err"),
+            "ppl_delta": q.get("ppl_delta")}
+
+
+QUALITY_COLUMNS = [("agree", "tokens agree (%)", "3g"), ("logit_err", "max logit error", "3g"),
+                   ("ppl_delta", "perplexity change", "3g")]
+
+
+def precision_comparison_table(records: list[dict]) -> tuple[list[dict], list[tuple], str]:
+    """Rows, columns and the line above the report's precision comparison: per point where several precision
+    variants ran (``precision_points``, the first ``MAX_COMPARED``), each variant's tokens/s with its 95% CI,
+    bytes per step, both over the point's baseline (``precision_baseline``) with the speedup's 95% CI, and the
+    quality of a quantized variant beside them. Empty rows when no point ran two variants."""
+    fields, points = precision_points(records)
+    rows = []
+    for group in points[:MAX_COMPARED]:
+        base = precision_baseline(group)
+        for variant, r in group.items():
+            m, c = r["metrics"], r["cost"]
+            rate, size = m.get("tokens_per_s"), c.get("bytes_per_step")
+            compared = base is not None and r is not base
+            base_size = base["cost"].get("bytes_per_step") if base is not None else None
+            rows.append({**{k: _field_value(r.get(k)) for k in fields}, "variant": variant,
+                         "baseline": "baseline" if r is base else None, "tok_s": rate, "ci": _ci(m, "tokens_per_s"),
+                         "bytes": size, "speedup": rate / base["metrics"]["tokens_per_s"] if compared else None,
+                         "speedup_ci": speedup_ci(r, base) if compared else None,
+                         "bytes_ratio": size / base_size if compared and size and base_size else None,
+                         **quality_values(r)})
+    columns = [field_column(k, records) for k in fields] + [
+        ("variant", "precision + stored formats", ""), ("baseline", "baseline", ""), ("tok_s", "tok/s", "si"),
+        ("ci", "tok/s 95% CI", ""), ("speedup", "speedup (x)", "3g"), ("speedup_ci", "speedup 95% CI", ""),
+        *QUALITY_COLUMNS, ("bytes", "bytes/step (B)", "si"), ("bytes_ratio", "bytes/step over baseline (x)", "3g")]
+    columns = [c for c in columns if any(row.get(c[0]) is not None for row in rows)]
+    shown = (f" The first {MAX_COMPARED} of {len(points)} points; every point is in the decode tables and in the "
+             "headline findings." if len(points) > MAX_COMPARED else "")
+    text = ("Each point's precision variants side by side: speedup and bytes per step over the point's baseline "
+            "(the fp32 unquantized run, else the first unquantized one), the speedup's 95% CI (bootstrap of the "
+            "ratio of medians; 'no significant difference' when it holds 1) and, for quantized formats, greedy "
+            "token agreement, the largest logit error and the perplexity change against the same model "
+            "unquantized." + shown)
+    return rows, columns, text
 
 
 # ---------------------------------------------------------------- report: energy

@@ -375,3 +375,19 @@ def test_allreduce_names_nodes_when_they_vary_and_draws_nothing_without_records(
     assert legend(drawn[-1].axes[0]) == ["8 processes, nodes 1", "8 processes, nodes 2"]
     assert plots.allreduce("H100", [], tmp_path, "none") is None
     assert plots.allreduce("H100", [allreduce_record(2, 4, 0.0, status="failed")], tmp_path, "none") is None
+
+
+def test_precision_comparison_bars_every_stored_format_against_the_plain_baseline(tmp_path, figures):
+    def stored(dtype, rate, weights=None, kv=None, batch=1):
+        r = decode(dtype, batch=batch, rate=rate)
+        r.update(weight_format=weights or dtype, kv_format=kv or dtype, weight_impl="triton" if weights else None)
+        return r
+
+    records = [stored("fp32", 100.0), stored("bf16", 200.0), stored("bf16", 340.0, "int8", "int8"),
+               stored("bf16", 210.0, kv="fp8")]
+    assert plots.precision_comparison("H100", records, tmp_path, "p") == "p"
+    rates = figures[0].axes[0]
+    assert legend(rates) == ["fp32", "bf16", "bf16 + fp8 KV", "bf16 + int8 weights + int8 KV"]  # none overwritten
+    assert sorted(t.get_text() for t in rates.texts) == ["2.00x", "2.10x", "3.40x"]  # over the fp32 plain run
+    colors = [p.get_facecolor() for p in rates.patches]
+    assert len(set(colors)) == 4

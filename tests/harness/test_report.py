@@ -489,3 +489,26 @@ def test_decode_table_shows_the_tensor_parallel_speedup_over_one_gpu(tmp_path):
     assert "| tok/s | speedup over TP=1 (x) |" in header
     row = next(line for line in table.splitlines() if line.startswith("| tp | 2 |"))
     assert "| 170 | 1.70 |" in row
+
+
+def test_precision_comparison_section_and_finding_for_quantized_formats(results, tmp_path):
+    gpu = results[0]
+    base = decode(GPU, "bf16", 1, 128, 300.0)
+    base.update(weight_format="bf16", kv_format="bf16")
+    append_record(gpu / RECORDS_FILE, base)  # a plain bf16 run beside the older records without formats
+    q = decode(GPU, "bf16", 1, 128, 510.0)
+    q.update(weight_format="int8", kv_format="int8", weight_impl="triton",
+             quality={"reference": "bf16 weights and KV cache", "token_agreement": 0.93, "logit_max_abs_err": 0.12,
+                      "logit_mean_abs_err": 0.01, "ppl_delta": 0.03})
+    q["cost"]["bytes_per_step"] = 1.3e9
+    append_record(gpu / RECORDS_FILE, q)
+    assert cli.main(["report", str(gpu), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    findings = md.split("## Headline findings")[1].split("\n## ")[0]
+    assert "**bf16 vs fp32**" in findings
+    assert "**bf16 + int8 weights + int8 KV**: **1.70x** bf16's tokens/s" in findings
+    assert "0.52x the bytes per step; greedy tokens agree 93%" in findings
+    section = md.split("### Precision comparison")[1].split("\n### ")[0]
+    row = next(line for line in section.splitlines() if "bf16 + int8 weights + int8 KV" in line)
+    assert "| 93.0 | 0.120 | 0.0300 |" in row
+    assert "fp32 unquantized run" in section

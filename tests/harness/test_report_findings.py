@@ -126,3 +126,54 @@ def test_kernel_implementations_compared_by_median_time():
     assert ("**Fused attention kernel**: **triton** is fastest at 2 of 2 points (1.25x the next).") in lines
     (one,) = findings.best_of(records[::2], "attn", "Fused attention kernel")
     assert one.endswith("**triton** is fastest, **1.25x** sdpa-flash (1.00k vs 800 calls/s).")
+
+
+def quantized(dtype="bf16", weights=None, kv=None, rate=100.0, batch=1, samples=None, bytes_=None, quality=None,
+              impl=None):
+    r = decode(dtype, engine="lean", batch=batch, rate=rate, samples=samples, bytes_=bytes_)
+    own = "fp32" if dtype == "tf32" else dtype
+    r.update(weight_format=weights or own, kv_format=kv or own, weight_impl=impl or ("triton" if weights else None))
+    if quality is not None:
+        r["quality"] = quality
+    return r
+
+
+QUALITY = {"reference": "bf16 weights and KV cache", "token_agreement": 0.93, "logit_max_abs_err": 0.12,
+           "logit_mean_abs_err": 0.01}
+
+
+def test_quantized_formats_against_their_plain_precision_with_quality():
+    rng = np.random.default_rng(2)
+    noisy = lambda rate: rate * (1 + 0.01 * rng.standard_normal(10))  # noqa: E731
+    records = [quantized("fp32", rate=50.0, samples=noisy(50.0), bytes_=4e9),
+               quantized("bf16", rate=100.0, samples=noisy(100.0), bytes_=2e9),
+               quantized("bf16", "int8", "int8", rate=170.0, samples=noisy(170.0), bytes_=1.04e9,
+                         quality={**QUALITY, "ppl_delta": 0.031}),
+               quantized("bf16", kv="fp8", rate=100.5, samples=noisy(100.0), bytes_=1.9e9,
+                         quality={**QUALITY, "token_agreement": 0.99})]
+    fp8, int8 = findings.formats(records)  # variants by name within a precision
+    assert int8.startswith("**bf16 + int8 weights + int8 KV**: **1.70x** bf16's tokens/s (95% CI ")
+    assert int8.endswith(", 0.52x the bytes per step; greedy tokens agree 93% (max logit error 0.120, "
+                         "perplexity +0.031).")
+    assert fp8.startswith("**bf16 + fp8 KV**: no significant difference in tokens/s from bf16 (1.0")
+    assert "greedy tokens agree 99%" in fp8
+    (plain_line,) = findings.precision(records)  # bf16 vs fp32 on the plain runs only, as before
+    assert plain_line.startswith("**bf16 vs fp32**: bf16 decodes **2.00x** as fast as fp32")
+
+
+def test_formats_over_many_points_use_the_geometric_mean_and_fall_back_to_fp32():
+    records = [quantized("fp32", rate=50.0 * b, batch=b, bytes_=4e9) for b in (1, 2, 4)]
+    records += [quantized("bf16", "int8", rate=r * b, batch=b, bytes_=1e9) for b, r in ((1, 150.0), (2, 160.0),
+                                                                                      (4, 170.0))]
+    (line,) = findings.formats(records)  # no plain bf16 ran: against fp32
+    assert line.startswith("**bf16 + int8 weights**: **3.20x** fp32's tokens/s (geometric mean over 3 matched "
+                           "points, 95% CI ")
+    assert "0.25x the bytes per step" in line and "agree" not in line  # no quality block
+    assert findings.formats([quantized("bf16", rate=100.0), quantized("fp32", rate=50.0)]) == []  # nothing quantized
+
+
+def test_older_records_without_formats_give_the_same_findings_as_before():
+    records = [decode("bf16", rate=200.0), decode("fp32", rate=100.0)]
+    lines = findings.device(records, [], [], [], None)
+    assert lines[0].startswith("**bf16 vs fp32**: bf16 decodes **2.00x** as fast as fp32")
+    assert findings.formats(records) == [] and not any("KV" in line for line in lines)

@@ -372,3 +372,46 @@ def test_no_tp_speedup_column_without_a_tensor_parallel_pair_or_in_older_records
     only_tp2 = [tp_point(2, 100.0), tp_point(2, 150.0, batch=2)]
     assert "tp_speedup" not in [c[0] for c in views.decode_report_table(only_tp2)[1]]
     assert views.tp_speedups(older) == {} and views.tp_speedups(only_tp2) == {}
+
+
+def variant(dtype, rate, weights=None, kv=None, batch=1, quality=None, engine="lean", impl=None):
+    r = decode(dtype, engine, rate, batch=batch)
+    own = "fp32" if dtype == "tf32" else dtype
+    r.update(weight_format=weights or own, kv_format=kv or own, weight_impl=impl or ("triton" if weights else None))
+    r["cost"]["bytes_per_step"] = {"bf16": 2e9}.get(dtype, 4e9) * (0.52 if weights else 1)
+    if quality:
+        r["quality"] = quality
+    return r
+
+
+def test_precision_variants_are_named_by_their_stored_formats():
+    assert views.precision_variant(variant("bf16", 1.0)) == "bf16" and views.plain(variant("bf16", 1.0))
+    assert views.precision_variant(variant("bf16", 1.0, "int8", "int8")) == "bf16 + int8 weights + int8 KV"
+    assert views.precision_variant(variant("bf16", 1.0, "int8", impl="torchao")) == "bf16 + int8 weights (torchao)"
+    assert views.precision_variant(variant("fp32", 1.0, kv="bf16")) == "fp32 + bf16 KV"
+    assert views.plain(variant("tf32", 1.0)) and views.plain(decode("bf16", "hf", 1.0))  # older: no format fields
+
+
+def test_precision_comparison_side_by_side_against_the_fp32_plain_run():
+    q = {"token_agreement": 0.93, "logit_max_abs_err": 0.12, "ppl_delta": 0.03}
+    records = [variant("bf16", 100.0), variant("bf16", 170.0, "int8", "int8", quality=q), variant("fp32", 50.0),
+               variant("bf16", 400.0, batch=4), variant("bf16", 600.0, "int8", batch=4),  # batch 4: no fp32
+               variant("fp32", 30.0, batch=8)]  # alone at its point: not compared
+    rows, columns, text = views.precision_comparison_table(records)
+    assert [(r["batch_size"], r["variant"], r["baseline"]) for r in rows] == [
+        (1, "fp32", "baseline"), (1, "bf16", None), (1, "bf16 + int8 weights + int8 KV", None),
+        (4, "bf16", "baseline"), (4, "bf16 + int8 weights", None)]
+    assert [r["speedup"] for r in rows] == [None, 2.0, 3.4, None, 1.5]
+    assert rows[2]["bytes_ratio"] == pytest.approx(0.26) and rows[2]["agree"] == pytest.approx(93.0)
+    keys = [c[0] for c in columns]
+    assert keys.index("speedup") < keys.index("agree") < keys.index("logit_err") < keys.index("ppl_delta")
+    assert "fp32 unquantized run" in text and "first" not in text.split("quantized.")[-1]
+    assert views.precision_comparison_table([variant("bf16", 1.0), variant("bf16", 2.0, batch=2)])[0] == []
+
+
+def test_decode_table_shows_quality_only_for_records_that_carry_it():
+    rows, columns, _ = views.decode_report_table([variant("bf16", 100.0),
+                                                  variant("bf16", 170.0, "int8", quality={"token_agreement": 0.9})])
+    assert ("agree", "tokens agree (%)", "3g") in columns and ("weight_format", "weights", "") in columns
+    assert {r["weight_format"]: r["agree"] for r in rows} == {"bf16": None, "int8": pytest.approx(90.0)}
+    assert "agree" not in [c[0] for c in views.decode_report_table([variant("bf16", 1.0), variant("fp32", 1.0)])[1]]

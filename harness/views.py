@@ -645,7 +645,8 @@ def _text(value) -> str:
 
 def point_label(r: dict, fields: list[str]) -> str:
     """A record named by the given point fields only: 'tiny-llama lean bf16 b4 p128'."""
-    short = {"batch_size": "b", "prompt_len": "p", "new_tokens": "n", "context": "ctx ", "head_dim": "hd "}
+    short = {"batch_size": "b", "prompt_len": "p", "new_tokens": "n", "context": "ctx ", "head_dim": "hd ",
+             "weight_format": "weights ", "kv_format": "KV ", "tp": "TP"}
     parts = []
     for k in fields:
         v = r.get(k)

@@ -176,6 +176,37 @@ def _format_line(variant: str, base: str, matched: list[tuple[dict, dict]], fiel
     return line + "."
 
 
+def tensor_parallel(records: list[dict]) -> list[str]:
+    """Each tensor-parallel width against one GPU at the points where both ran (``views.tp_pairs``): the
+    speedup, said only when significant (one point: the bootstrap CI of the ratio of medians, else the two
+    rates' CIs; several: the geometric mean's CI over points), and the efficiency per GPU."""
+    by_tp: dict[int, list[tuple[dict, dict]]] = defaultdict(list)
+    for r, one in views.tp_pairs(records):
+        by_tp[r["tp"]].append((r, one))
+    fields = [k for k in _fields(records) if k not in views.TP_FIELDS]
+    lines = []
+    for tp, matched in sorted(by_tp.items()):
+        speed = [_rate(a) / _rate(b) for a, b in matched]
+        if len(matched) == 1:
+            a, b = matched[0]
+            ratio, where = speed[0], f" at {_label(a, fields)}"
+            sa, sb = (r["metrics"].get("samples", {}).get("tokens_per_s") for r in (a, b))
+            if sa and sb:
+                _, low, high = ratio_ci(sa, sb)
+                significant, ci = not low <= 1 <= high, f"95% CI {low:.2f}-{high:.2f}x"
+            else:
+                significant, ci = _beats(a, b) or _beats(b, a), "no CI of the ratio: no samples"
+        else:
+            ratio, low, high = _geomean_ci(speed)
+            significant, where = not low <= 1 <= high, ""
+            ci = f"geometric mean over {len(matched)} matched points, 95% CI {low:.2f}-{high:.2f}x"
+        lines.append(f"**Tensor parallel**: TP={tp} decodes **{ratio:.2f}x** as fast as one GPU ({ci}){where}, "
+                     f"{100 * ratio / tp:.0f}% per GPU." if significant else
+                     f"**Tensor parallel**: TP={tp} shows no significant difference in tokens/s from one GPU "
+                     f"({ratio:.2f}x, {ci}){where}.")
+    return lines
+
+
 def _span(values: list[float], spec: str) -> str:
     """'0.52' or '0.50-0.55': the values' range in ``spec``, one number when it rounds to one."""
     low, high = spec.format(min(values)), spec.format(max(values))
@@ -328,7 +359,8 @@ def device(decode: list[dict], finetune: list[dict], kernels: list[dict], failed
     """A device's findings, in the order a reader asks (the same record lists looked at again and again:
     ``views.remembering``)."""
     with views.remembering():
-        return [*precision(decode), *formats(decode), *best_of(decode, "engine", "Engine"), *best_of(decode, "attn", "Attention"),
+        return [*precision(decode), *formats(decode), *tensor_parallel(decode), *best_of(decode, "engine", "Engine"),
+                *best_of(decode, "attn", "Attention"),
                 *(best_of(decode, "cache", "KV cache") if len({r.get("engine") for r in decode}) < 2 else []),
                 *best_mbu(decode, ceilings), *overhead(decode), *energy(decode),
                 *best_of([r for r in kernels if r["workload"] == "attention"], "attn", "Fused attention kernel"),

@@ -681,26 +681,28 @@ def sort_records(records: list[dict], fields: list[str]) -> list[dict]:
 TP_FIELDS = ("tp", "world_size", "nodes", "nproc_per_node", "parallel")  # how a decode point is split over GPUs
 
 
-def tp_speedups(records: list[dict]) -> dict[int, tuple[float, str | None]]:
-    """Per tensor-parallel decode record (by ``id``): its tokens/s over the tokens/s of the one-process
-    (``tp`` 1 or absent) record of the same point (every other field the same: model, engine, attention,
-    precision and formats, batch, lengths), and that ratio's 95% CI (``speedup_ci``); records with no such
+def tp_pairs(records: list[dict]) -> list[tuple[dict, dict]]:
+    """(tensor-parallel decode record, the one-process record of its point): ``tp`` 1 or absent, every other
+    field the same (model, engine, attention, precision and formats, batch, lengths); records with no such
     baseline are left out."""
     if not any((r.get("tp") or 1) > 1 for r in records):
-        return {}
+        return []
     varying, _ = varying_fields(records)
     same = [k for k in varying if k not in TP_FIELDS]
     base: dict[tuple, dict] = {}
     for r in records:
         if (r.get("tp") or 1) == 1 and r["metrics"].get("tokens_per_s"):
             base.setdefault(tuple(_hashable(r.get(k)) for k in same), r)
-    out = {}
-    for r in records:
-        one = base.get(tuple(_hashable(r.get(k)) for k in same))
-        rate = r["metrics"].get("tokens_per_s")
-        if one is not None and rate and (r.get("tp") or 1) > 1:
-            out[id(r)] = (rate / one["metrics"]["tokens_per_s"], speedup_ci(r, one))
-    return out
+    pairs = [(r, base.get(tuple(_hashable(r.get(k)) for k in same))) for r in records
+             if (r.get("tp") or 1) > 1 and r["metrics"].get("tokens_per_s")]
+    return [(r, one) for r, one in pairs if one is not None]
+
+
+def tp_speedups(records: list[dict]) -> dict[int, tuple[float, str | None]]:
+    """Per tensor-parallel decode record with a one-process run of its point (``tp_pairs``), by ``id``: its
+    tokens/s over that run's and the ratio's 95% CI (``speedup_ci``)."""
+    return {id(r): (r["metrics"]["tokens_per_s"] / one["metrics"]["tokens_per_s"], speedup_ci(r, one))
+            for r, one in tp_pairs(records)}
 
 
 def decode_report_table(records: list[dict]) -> tuple[list[dict], list[tuple], str]:

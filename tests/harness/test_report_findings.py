@@ -177,3 +177,23 @@ def test_older_records_without_formats_give_the_same_findings_as_before():
     lines = findings.device(records, [], [], [], None)
     assert lines[0].startswith("**bf16 vs fp32**: bf16 decodes **2.00x** as fast as fp32")
     assert findings.formats(records) == [] and not any("KV" in line for line in lines)
+
+
+def test_tensor_parallel_speedup_over_one_gpu_only_when_significant():
+    rng = np.random.default_rng(3)
+    noisy = lambda rate: rate * (1 + 0.01 * rng.standard_normal(10))  # noqa: E731
+
+    def tp(width, rate, batch=1):
+        r = decode(engine="lean", batch=batch, rate=rate, samples=noisy(rate))
+        r.update(tp=width, world_size=width, nodes=1, parallel="tp" if width > 1 else None)
+        return r
+
+    (line,) = findings.tensor_parallel([tp(1, 100.0), tp(2, 172.0)])
+    assert line.startswith("**Tensor parallel**: TP=2 decodes **1.72x** as fast as one GPU (95% CI ")
+    assert line.endswith(", 86% per GPU.")
+    (flat,) = findings.tensor_parallel([tp(1, 100.0), tp(2, 100.2)])
+    assert "TP=2 shows no significant difference in tokens/s from one GPU (1.00x" in flat
+    many = [tp(w, r * b, batch=b) for b in (1, 2, 4) for w, r in ((1, 100.0), (4, 250.0))]
+    (line,) = findings.tensor_parallel(many)
+    assert "TP=4 decodes **2.50x** as fast as one GPU (geometric mean over 3 matched points" in line
+    assert findings.tensor_parallel([decode(), decode(batch=2)]) == []  # no tp at all: nothing to say

@@ -54,12 +54,12 @@ def test_a_clean_run_fills_the_folder(tmp_path, monkeypatch, capsys):
     out = tmp_path / "s"
     assert cli.main(["suite", "--quick", "--device", "cpu", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "[suite 1/10] peak:" in printed and "left" in printed
+    assert "[suite 1/11] peak:" in printed and "left" in printed
     targets = (out / "targets.md").read_text()
     assert "| peak memory bandwidth | X (h): copy 40.0 GB/s" in targets and "| met |" in targets
     assert "not measured here" in targets and "| decode-engines-triton | skipped |" in targets
     state = json.loads((out / "suite.json").read_text())
-    assert state["quick"] and [s["status"] for s in state["steps"]].count("skipped") == 2
+    assert state["quick"] and [s["status"] for s in state["steps"]].count("skipped") == 3
     assert state["report_returncode"] == 0
     report = (out / "report" / "report.md").read_text()
     assert report.index("## Targets") < report.index("## Steps") and report.startswith("# ")

@@ -55,6 +55,13 @@ def _pairs(records: list[dict], field: str, drop: tuple = ()) -> dict[tuple, dic
     return groups
 
 
+def _subset(records: list[dict], keep) -> list[dict]:
+    """The records ``keep`` keeps: the list itself when it keeps them all (what ``views.remembering`` knows
+    about it stays known)."""
+    kept = [r for r in records if keep(r)]
+    return records if len(kept) == len(records) else kept
+
+
 def _label(r: dict, fields: list[str], without: tuple = ()) -> str:
     """``r`` named by the fields that vary across its records (``fields``), less ``without``."""
     return views.point_label(r, [k for k in fields if k not in without]) or "the one point measured"
@@ -81,7 +88,7 @@ def precision(records: list[dict], base: str = "fp32") -> list[str]:
     """Each lower precision against ``base`` at the points where both ran, weights and KV cache stored in the
     precision itself (``formats`` compares the others): speedup with its 95% CI and the bytes per step
     behind it."""
-    records = [r for r in records if views.plain(r)]
+    records = _subset(records, views.plain)
     groups = _pairs(records, "dtype", views.VARIANT_FIELDS)
     fields = _fields(records)
     lines = []
@@ -279,7 +286,7 @@ def best_mbu(records: list[dict], ceilings) -> list[str]:
 
 def overhead(records: list[dict], what: str = "decode") -> list[str]:
     """How many points are overhead-bound (under ``OVERHEAD_BELOW`` of their roof), with examples."""
-    bound = [r for r in records if r["derived"].get("bound")]
+    bound = _subset(records, lambda r: r["derived"].get("bound"))
     over = [r for r in bound if r["derived"]["bound"] == "overhead"]
     if not bound:
         return []

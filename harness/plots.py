@@ -294,9 +294,9 @@ def precision_comparison(device: str, records: list[dict], out: Path, stem: str)
     xs = np.arange(len(points))
     for i, v in enumerate(variants):
         rates = [g[v]["metrics"]["tokens_per_s"] if v in g else 0 for g in points]
-        mb = [g[v]["cost"].get("bytes_per_step", 0) / 1e6 if v in g else 0 for g in points]
+        size = [g[v]["cost"].get("bytes_per_step", 0) if v in g else 0 for g in points]
         bars = ax1.bar(xs + i * width, rates, width, color=colors[v], label=v)
-        ax2.bar(xs + i * width, mb, width, color=colors[v], label=v)
+        ax2.bar(xs + i * width, size, width, color=colors[v], label=v)
         for bar, g in zip(bars, points):
             base = precision_baseline(g)
             if v in g and base is not None and g[v] is not base:
@@ -304,7 +304,7 @@ def precision_comparison(device: str, records: list[dict], out: Path, stem: str)
                              (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
                              fontsize=7)
     shown = f" (first {MAX_GROUPS} of {total} points)" if total > MAX_GROUPS else ""
-    for ax, title, ylabel in ((ax1, "decode tokens/s", "tokens/s"), (ax2, "bytes per decode step", "MB / step")):
+    for ax, title, ylabel in ((ax1, "decode tokens/s", "tokens/s"), (ax2, "bytes per decode step", "bytes / step")):
         ax.set_xticks(xs + width * (len(variants) - 1) / 2)
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
         ax.set_title(f"{title}: {device}{shown}", fontsize=9)

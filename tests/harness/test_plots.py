@@ -112,7 +112,7 @@ def test_precision_comparison_writes_speedups(tmp_path, figures):
     assert sorted(t.get_text() for t in rates.texts) == ["2.00x", "2.50x"]  # over fp32, wherever it is
     assert [t.get_text() for t in rates.get_xticklabels()] == ["b1"]  # named by what varies
     assert legend(rates) == ["fp32", "bf16", "fp16"]  # report order, not record order
-    assert sorted(round(p.get_height()) for p in sizes.patches) == [200, 200, 400]  # MB per step
+    assert sorted(round(p.get_height() / 1e6) for p in sizes.patches) == [200, 200, 400]  # bytes per step
     assert sizes.get_yscale() == "log"  # a small model's bar stays visible
 
 

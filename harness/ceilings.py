@@ -142,7 +142,9 @@ def from_records(records: list[dict], fingerprint: dict | None = None) -> dict[s
     out: dict[str, Ceilings] = {}
     for r in records:
         key = device_key(r)
-        c = out.setdefault(key, Ceilings(key, spec=spec_for(r.get("env", {}).get("device_name"))))
+        c = out.get(key)
+        if c is None:  # the datasheet lookup once per device, not per record
+            c = out[key] = Ceilings(key, spec=spec_for(r.get("env", {}).get("device_name")))
         if r.get("workload") == "allreduce" and r.get("status") == "ok":
             world, gbps = r.get("world_size"), r["derived"]["achieved_gbps"]
             c.allreduce_gbps[world] = max(c.allreduce_gbps.get(world, 0), gbps)

@@ -11,6 +11,7 @@ numbers, not as text.
 
 from __future__ import annotations
 
+import functools
 import math
 from html import escape
 
@@ -25,6 +26,7 @@ def _digits(value: float) -> tuple[str, str, int]:
     return sign, mantissa.lstrip("-").replace(".", ""), int(exponent)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def sig3(value: float) -> str:
     """3 significant figures, plain decimal: 45.26 -> 45.3, 0.005809 -> 0.00581, 1234.5 -> 1230."""
     value = float(value)
@@ -38,6 +40,7 @@ def sig3(value: float) -> str:
     return f"{sign}0.{'0' * (-e - 1)}{digits}"
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a report formats ~100k numbers, many of them repeated
 def si(value: float) -> str:
     """3 significant figures with an SI prefix: 0.005809 -> 5.81m, 1234.5 -> 1.23k, 2.5e9 -> 2.50G."""
     value = float(value)
@@ -79,8 +82,9 @@ def render(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
 
 
 def cells(rows: list[dict], columns: list[tuple[str, str, str]]) -> list[list[str]]:
-    """Every row's cells as text (format once, render as Markdown and HTML)."""
-    return [[cell(row.get(key), spec) for key, _, spec in columns] for row in rows]
+    """Every row's cells as text (format once, render as Markdown and HTML), column by column."""
+    by_column = [[cell(row.get(key), spec) for row in rows] for key, _, spec in columns]
+    return [list(r) for r in zip(*by_column)] if columns else [[] for _ in rows]
 
 
 def markdown(rows: list[dict], columns: list[tuple[str, str, str]], formatted: list[list[str]] | None = None) -> str:

@@ -131,14 +131,26 @@ def _skipped_notes(records: list[dict]) -> list[str]:
 # ---------------------------------------------------------------- decode
 
 
+def _formats(r: dict) -> str:
+    """' weights int8 KV fp8' for what a decode record stores other than in its compute dtype, else ''."""
+    stored = {"fp32": "fp32", "tf32": "fp32", "bf16": "bf16", "fp16": "fp16"}.get(r.get("dtype"))
+    parts = [f"{name} {r[k]}" for k, name in (("weight_format", "weights"), ("kv_format", "KV"))
+             if r.get(k) not in (None, stored)]
+    if r.get("weight_impl") not in (None, "triton"):
+        parts.append(f"({r['weight_impl']})")
+    return "".join(f" {p}" for p in parts)
+
+
 def decode_note(r: dict) -> str:
     """The line printed as a decode point completes."""
-    where = f"{r['dtype']} {r['engine']} b={r['batch_size']} p={r['prompt_len']} n={r['new_tokens']}"
+    where = f"{r['dtype']}{_formats(r)} {r['engine']} b={r['batch_size']} p={r['prompt_len']} n={r['new_tokens']}"
     if r["status"] != "ok":
         return f"{where}: {r['status']}: {r['error']}"
     m = r["metrics"]
+    agree = (r.get("quality") or {}).get("token_agreement")
     return (f"{where}: {m['tokens_per_s']:.1f} tok/s, TTFT {m['ttft_ms']:.1f} ms, "
-            f"{r['derived']['achieved_gbps']:.1f} GB/s")
+            f"{r['derived']['achieved_gbps']:.1f} GB/s" + (f", tokens agree {100 * agree:.0f}%" if agree is not None
+                                                          else ""))
 
 
 def speedup_ci(r: dict, base: dict) -> str | None:
@@ -175,13 +187,18 @@ def decode_table(records: list[dict]) -> str:
             "speedup_ci": speedup_ci(r, base) if rate is not None else None,
             "mem": m["peak_mem_bytes"] / 1e9 if "peak_mem_bytes" in m else None,
             "mb_step": c["bytes_per_step"] / 1e6 if "bytes_per_step" in c else None,
-            "mbu": _util(d.get("mbu")), "bound": d.get("bound"),
+            "mbu": _util(d.get("mbu")), "bound": d.get("bound"), "weights": r.get("weight_format"),
+            "kv": r.get("kv_format"), "impl": r.get("weight_impl"),
+            "agree": _pct((r.get("quality") or {}).get("token_agreement")),
         })
-    engine = [("engine", "engine", "")] if len({r.get("engine") for r in records}) > 1 else []
+    varies = [k for k in ("engine", "weights", "impl", "kv") if len({row[k] for row in rows}) > 1]
+    headers = {"engine": "engine", "weights": "weights", "impl": "weight kernel", "kv": "KV cache"}
+    agree = [("agree", "tokens agree %", ".0f")] if any(row["agree"] is not None for row in rows) else []
     table = render(rows, [
-        ("model", "model", ""), ("dtype", "dtype", ""), *engine, ("batch", "batch", "d"), ("prompt", "prompt", "d"),
+        ("model", "model", ""), ("dtype", "dtype", ""), *[(k, headers[k], "") for k in varies],
+        ("batch", "batch", "d"), ("prompt", "prompt", "d"),
         ("new", "new", "d"), ("tok_s", "tok/s", ".2f"), ("speedup", "speedup", ".2f"),
-        ("speedup_ci", "speedup 95% CI", ""),
+        ("speedup_ci", "speedup 95% CI", ""), *agree,
         ("ttft", "TTFT ms", ".1f"), ("tpot50", "TPOT p50 ms", ".2f"), ("tpot90", "TPOT p90 ms", ".2f"),
         ("mb_step", "MB/step", ".1f"), ("gbps", "GB/s", ".2f"), ("mbu", "% peak BW", ".1f"),
         ("bound", "bound", ""), ("mem", "peak mem GB", ".2f"), ("status", "status", ""),

@@ -37,6 +37,22 @@ def test_decode_table_shows_the_engine_only_when_it_varies():
     assert "engine" in table.splitlines()[0] and "lean" in table
 
 
+def test_decode_table_and_note_name_stored_formats_and_agreement_only_when_they_vary():
+    plain = {**decode("bf16", "lean", 100.0), "weight_format": "bf16", "kv_format": "bf16", "weight_impl": None}
+    quant = {**decode("bf16", "lean", 170.0), "weight_format": "int8", "kv_format": "int8", "weight_impl": "triton",
+             "quality": {"token_agreement": 0.93}}
+    lines = views.decode_table([plain, quant]).splitlines()
+    head = lines[0]
+    assert "weights" in head and "KV cache" in head and "weight kernel" in head and "tokens agree %" in head
+    assert "engine" not in head
+    assert lines[3].split()[2:5] == ["int8", "triton", "int8"] and " 93 " in lines[3]
+    assert views.decode_note(quant).startswith("bf16 weights int8 KV int8 lean b=1") and \
+        views.decode_note(quant).endswith("tokens agree 93%")
+    assert views.decode_note(plain).startswith("bf16 lean b=1")
+    lines = views.decode_table([plain, {**plain, "kv_format": "fp8", "quality": {"token_agreement": 1.0}}]).splitlines()
+    assert "KV cache" in lines[0] and "weights" not in lines[0]
+
+
 def test_decode_note():
     assert views.decode_note(decode("bf16", "lean", 12.34)) == "bf16 lean b=1 p=8 n=4: 12.3 tok/s, TTFT 2.0 ms, " \
                                                                   "3.0 GB/s"

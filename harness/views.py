@@ -131,11 +131,19 @@ def _skipped_notes(records: list[dict]) -> list[str]:
 # ---------------------------------------------------------------- decode
 
 
+STORED_FLOAT = {"fp32": "fp32", "tf32": "fp32", "bf16": "bf16", "fp16": "fp16"}  # what a precision stores
+
+
+def _own_format(r: dict, key: str) -> str | None:
+    """A decode record's ``weight_format`` or ``kv_format`` when it is not its precision's own float, else None."""
+    value = r.get(key)
+    return None if value == STORED_FLOAT.get(r.get("dtype")) else value
+
+
 def _formats(r: dict) -> str:
     """' weights int8 KV fp8' for what a decode record stores other than in its compute dtype, else ''."""
-    stored = {"fp32": "fp32", "tf32": "fp32", "bf16": "bf16", "fp16": "fp16"}.get(r.get("dtype"))
-    parts = [f"{name} {r[k]}" for k, name in (("weight_format", "weights"), ("kv_format", "KV"))
-             if r.get(k) not in (None, stored)]
+    parts = [f"{name} {_own_format(r, k)}" for k, name in (("weight_format", "weights"), ("kv_format", "KV"))
+             if _own_format(r, k) is not None]
     if r.get("weight_impl") not in (None, "triton"):
         parts.append(f"({r['weight_impl']})")
     return "".join(f" {p}" for p in parts)
@@ -187,8 +195,8 @@ def decode_table(records: list[dict]) -> str:
             "speedup_ci": speedup_ci(r, base) if rate is not None else None,
             "mem": m["peak_mem_bytes"] / 1e9 if "peak_mem_bytes" in m else None,
             "mb_step": c["bytes_per_step"] / 1e6 if "bytes_per_step" in c else None,
-            "mbu": _util(d.get("mbu")), "bound": d.get("bound"), "weights": r.get("weight_format"),
-            "kv": r.get("kv_format"), "impl": r.get("weight_impl"),
+            "mbu": _util(d.get("mbu")), "bound": d.get("bound"), "weights": _own_format(r, "weight_format"),
+            "kv": _own_format(r, "kv_format"), "impl": r.get("weight_impl"),
             "agree": _pct((r.get("quality") or {}).get("token_agreement")),
         })
     varies = [k for k in ("engine", "weights", "impl", "kv") if len({row[k] for row in rows}) > 1]

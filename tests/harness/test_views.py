@@ -49,6 +49,8 @@ def test_decode_table_and_note_name_stored_formats_and_agreement_only_when_they_
     assert views.decode_note(quant).startswith("bf16 weights int8 KV int8 lean b=1") and \
         views.decode_note(quant).endswith("tokens agree 93%")
     assert views.decode_note(plain).startswith("bf16 lean b=1")
+    fp32 = {**plain, "dtype": "fp32", "weight_format": "fp32", "kv_format": "fp32"}
+    assert "weights" not in views.decode_table([plain, fp32]).splitlines()[0]  # each in its own precision's float
     lines = views.decode_table([plain, {**plain, "kv_format": "fp8", "quality": {"token_agreement": 1.0}}]).splitlines()
     assert "KV cache" in lines[0] and "weights" not in lines[0]
 

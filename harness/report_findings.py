@@ -148,23 +148,30 @@ def formats(records: list[dict]) -> list[str]:
     return lines
 
 
-def _format_line(variant: str, base: str, matched: list[tuple[dict, dict]], fields: list[str]) -> str:
+def _matched_speedup(matched: list[tuple[dict, dict]], label) -> tuple[float, bool, str, str]:
+    """The first record's tokens/s over the second's across ``matched`` pairs of one point each: for one
+    pair the ratio with the bootstrap CI of the ratio of medians (without samples, whether the two rates'
+    CIs are apart), for several the geometric mean with its CI. Returns (ratio, significant, the CI in
+    words, ' at <point>' for one pair, by ``label(record)``)."""
     speed = [_rate(a) / _rate(b) for a, b in matched]
-    if len(matched) == 1:
-        a, b = matched[0]
-        ratio, where = speed[0], f" at {_label(a, fields, views.VARIANT_FIELDS)}"
-        sa, sb = (r["metrics"].get("samples", {}).get("tokens_per_s") for r in (a, b))
-        if sa and sb:
-            _, low, high = ratio_ci(sa, sb)
-            significant, ci = not low <= 1 <= high, f"95% CI {low:.2f}-{high:.2f}x"
-        else:
-            significant = _beats(a, b) or _beats(b, a)
-            ci = ("the two tok/s 95% CIs " + ("apart" if significant else "overlap")
-                  if a["metrics"].get("tokens_per_s_ci_low") is not None else "no CI measured")
-    else:
+    if len(matched) > 1:
         ratio, low, high = _geomean_ci(speed)
-        significant, where = not low <= 1 <= high, ""
-        ci = f"geometric mean over {len(matched)} matched points, 95% CI {low:.2f}-{high:.2f}x"
+        return ratio, not low <= 1 <= high, (f"geometric mean over {len(matched)} matched points, 95% CI "
+                                             f"{low:.2f}-{high:.2f}x"), ""
+    a, b = matched[0]
+    where = f" at {label(a)}"
+    sa, sb = (r["metrics"].get("samples", {}).get("tokens_per_s") for r in (a, b))
+    if sa and sb:
+        _, low, high = ratio_ci(sa, sb)
+        return speed[0], not low <= 1 <= high, f"95% CI {low:.2f}-{high:.2f}x", where
+    significant = _beats(a, b) or _beats(b, a)
+    ci = ("the two tok/s 95% CIs " + ("apart" if significant else "overlap")
+          if a["metrics"].get("tokens_per_s_ci_low") is not None else "no CI measured")
+    return speed[0], significant, ci, where
+
+
+def _format_line(variant: str, base: str, matched: list[tuple[dict, dict]], fields: list[str]) -> str:
+    ratio, significant, ci, where = _matched_speedup(matched, lambda r: _label(r, fields, views.VARIANT_FIELDS))
     line = (f"**{variant}**: **{ratio:.2f}x** {base}'s tokens/s ({ci}){where}" if significant else
             f"**{variant}**: no significant difference in tokens/s from {base} ({ratio:.2f}x, {ci}){where}")
     size = [a["cost"]["bytes_per_step"] / b["cost"]["bytes_per_step"] for a, b in matched
@@ -193,20 +200,7 @@ def tensor_parallel(records: list[dict]) -> list[str]:
     fields = [k for k in _fields(records) if k not in views.TP_FIELDS]
     lines = []
     for tp, matched in sorted(by_tp.items()):
-        speed = [_rate(a) / _rate(b) for a, b in matched]
-        if len(matched) == 1:
-            a, b = matched[0]
-            ratio, where = speed[0], f" at {_label(a, fields)}"
-            sa, sb = (r["metrics"].get("samples", {}).get("tokens_per_s") for r in (a, b))
-            if sa and sb:
-                _, low, high = ratio_ci(sa, sb)
-                significant, ci = not low <= 1 <= high, f"95% CI {low:.2f}-{high:.2f}x"
-            else:
-                significant, ci = _beats(a, b) or _beats(b, a), "no CI of the ratio: no samples"
-        else:
-            ratio, low, high = _geomean_ci(speed)
-            significant, where = not low <= 1 <= high, ""
-            ci = f"geometric mean over {len(matched)} matched points, 95% CI {low:.2f}-{high:.2f}x"
+        ratio, significant, ci, where = _matched_speedup(matched, lambda r: _label(r, fields))
         lines.append(f"**Tensor parallel**: TP={tp} decodes **{ratio:.2f}x** as fast as one GPU ({ci}){where}, "
                      f"{100 * ratio / tp:.0f}% per GPU." if significant else
                      f"**Tensor parallel**: TP={tp} shows no significant difference in tokens/s from one GPU "

@@ -199,7 +199,11 @@ def _build(records: list[dict], inputs: list[Path], out: Path, title: str, svg: 
     try:  # the findings and tables are computed and formatted while the figures are drawn
         sections = [[x for b in blocks for x in (b[1](*b[2]) if b[0] == "later" else [b])] for blocks in sections]
         inline = _inline_renderer()
-        sections = [[_table(b, inline) if b[0] == "table" else b for b in blocks] for blocks in sections]
+        for stale in (out / "tables").glob("table-*.csv"):  # an earlier report's, into the same folder
+            stale.unlink()
+        numbered = iter(range(1, 1 << 30))
+        sections = [[_table(b, inline, out / "tables" / f"table-{next(numbered)}.csv") if b[0] == "table" else b
+                     for b in blocks] for blocks in sections]
     finally:
         stems = iter(wait())
     sections = [[_figure(b, stems) if b[0] == "plot" else b for b in blocks] for blocks in sections]
@@ -291,11 +295,39 @@ def _figure(block: tuple, stems) -> tuple | None:
     return ("img", stem) if stem else None
 
 
-def _table(block: tuple, inline) -> tuple:
-    """A table's block rendered once in both formats: ("table", Markdown, HTML)."""
-    formatted = tables.cells(block[1], block[2])
-    return ("table", tables.markdown(block[1], block[2], formatted),
-            f'<div class="scroll">{tables.html(block[1], block[2], inline, formatted)}</div>')
+TABLE_ROWS = 500  # a report stays readable (and fast to build and open) at sweep scale
+"""Rows a table shows in the report; a longer one (a sweep of thousands of points) shows its first rows
+and says so, and every row goes to ``tables/table-N.csv`` beside the report, where pandas and
+spreadsheets read it (raw values, not the rounded ones)."""
+
+
+def _table(block: tuple, inline, csv_path: Path | None = None) -> tuple:
+    """A table's block rendered once in both formats: ("table", Markdown, HTML); past ``TABLE_ROWS`` rows,
+    the first of them, with every row written to ``csv_path``."""
+    rows, columns = block[1], block[2]
+    note = ""
+    if len(rows) > TABLE_ROWS and csv_path is not None:
+        _write_csv(rows, columns, csv_path)
+        link = f"{csv_path.parent.name}/{csv_path.name}"
+        note = f"The first {TABLE_ROWS} of {len(rows)} rows; every row: [{link}]({link})."
+        rows = rows[:TABLE_ROWS]
+    formatted = tables.cells(rows, columns)
+    md, page = tables.markdown(rows, columns, formatted), tables.html(rows, columns, inline, formatted)
+    if note:
+        md, page = f"{md}\n\n{note}", f'{page}<p class="note">{inline(note)}</p>'
+    return "table", md, f'<div class="scroll">{page}</div>'
+
+
+def _write_csv(rows: list[dict], columns: list[tuple], path: Path) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([header for _, header, _ in columns])
+        for row in rows:
+            writer.writerow(["" if row.get(key) is None else (float(row[key]) if isinstance(row[key], float)
+                                                              else row[key]) for key, _, _ in columns])
 
 
 _JOBS: list[tuple] = []

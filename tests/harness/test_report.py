@@ -512,3 +512,26 @@ def test_precision_comparison_section_and_finding_for_quantized_formats(results,
     row = next(line for line in section.splitlines() if "bf16 + int8 weights + int8 KV" in line)
     assert "| 93.0 | 0.120 | 0.0300 |" in row
     assert "fp32 unquantized run" in section
+
+
+def test_a_long_table_shows_its_first_rows_and_writes_every_row_as_csv(results, tmp_path, monkeypatch):
+    import csv
+
+    from harness import report
+
+    monkeypatch.setattr(report, "TABLE_ROWS", 3)
+    out = tmp_path / "report"
+    (out / "tables").mkdir(parents=True)
+    (out / "tables" / "table-99.csv").write_text("stale\n")  # an earlier report's, removed
+    assert cli.main(["report", str(results[0]), "--out", str(out)]) == 0
+    md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    section = md.split("### Decode, bf16")[1].split("###")[0]
+    body = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(body) == 1 + 3  # header and the first three of four rows
+    match = re.search(r"The first 3 of 4 rows; every row: \[(tables/table-\d+\.csv)\]", section)
+    assert match and f'href="{match[1]}"' in html
+    with open(out / match[1], newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert len(rows) == 1 + 4 and "tok/s" in rows[0]
+    assert float(rows[1][rows[0].index("tok/s")]) > 0  # raw values, not the rounded text
+    assert not (out / "tables" / "table-99.csv").exists()

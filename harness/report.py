@@ -27,7 +27,8 @@ tables sortable by a click on a header, sections collapsible.
 At scale (10,000 records in under 10 s on two cores) the figures are drawn in
 forked processes from the moment the records are grouped, while this process
 computes the findings and tables; what many of them ask about the same record
-lists (``views.remembering``) is answered once.
+lists (``views.remembering``) is answered once. A table longer than
+``TABLE_ROWS`` shows its first rows; all of them go to ``tables/table-N.csv``.
 """
 
 from __future__ import annotations

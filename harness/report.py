@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import gc
+import itertools
 import multiprocessing
 import os
 import re
@@ -202,7 +203,7 @@ def _build(records: list[dict], inputs: list[Path], out: Path, title: str, svg: 
         inline = _inline_renderer()
         for stale in (out / "tables").glob("table-*.csv"):  # an earlier report's, into the same folder
             stale.unlink()
-        numbered = iter(range(1, 1 << 30))
+        numbered = itertools.count(1)
         sections = [[_table(b, inline, out / "tables" / f"table-{next(numbered)}.csv") if b[0] == "table" else b
                      for b in blocks] for blocks in sections]
     finally:

@@ -22,7 +22,8 @@ the tools users compare against store them:
   layer it runs (``scales(kwargs, module)``).
 
 Formats by name: ``workloads.choices.WEIGHT_FORMATS`` and ``KV_FORMATS``; a float
-name means "stored in that dtype", which must be the model's (``auto``).
+name means "stored in that dtype", which must be the model's (``auto``;
+``workloads.decode.stored_float``).
 ``cost.Storage`` counts their bytes.
 """
 
@@ -33,24 +34,10 @@ from torch import nn
 from transformers.cache_utils import Cache, StaticLayer
 
 from kernels.decode_attention import QUANTIZED_KV_DTYPES, dequantize_kv, quantize_kv
+from kernels.int8_linear import int8_linear, quantize_weight
 from workloads.errors import UserError
 
 KV_QUANTIZED = {"int8": torch.int8, "fp8": torch.float8_e4m3fn}
-FLOAT_FORMATS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return {v: k for k, v in FLOAT_FORMATS.items()}[dtype]
-
-
-def kv_format(name: str, compute: torch.dtype) -> str:
-    """The stored KV format a ``--kv-cache`` name means for a model computing in ``compute``."""
-    return dtype_name(compute) if name == "auto" else name
-
-
-def weight_format(name: str, compute: torch.dtype) -> str:
-    """The stored linear-weight format (``int8`` for both int8 implementations)."""
-    return dtype_name(compute) if name == "auto" else "int8"
 
 
 # ---------------------------------------------------------------- int8 weights
@@ -62,8 +49,6 @@ class Int8Linear(nn.Module):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
-        from kernels.int8_linear import quantize_weight
-
         values, scale = quantize_weight(weight.contiguous())
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
         self.register_buffer("weight", values)
@@ -71,8 +56,6 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from kernels.int8_linear import int8_linear
-
         return int8_linear(x, self.weight, self.scale, self.bias)
 
     def extra_repr(self) -> str:
